@@ -1,0 +1,134 @@
+"""The router: dispatch arrivals, and (for Ascendra) offload requests an LP instance would starve.
+
+Pure and time-agnostic like the schedulers: every call takes `now`. It reads each instance through
+an `InstanceView` (a local scheduler in the simulator, a mirror of a remote one in the live server)
+and moves requests only through it, so both runtimes run exactly these decisions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+from ascendra.core.request import Request
+from ascendra.core.scheduler import PrefillRate, QueueSnapshot
+
+
+class Role:
+    LP = "lp"
+    HP = "hp"
+    ANY = "any"  # a baseline instance: every instance of a vllm or sarathi system
+
+
+class InstanceView(Protocol):
+    """What the router needs of an instance; the scheduler's own methods in the simulator."""
+
+    pending_prefill_tokens: int
+
+    def snapshot(self) -> QueueSnapshot: ...
+    def prefill_rate(self, num_decodes: int, decode_context: int, min_tbt: float | None) -> PrefillRate: ...
+    def take_waiting(self, request: Request) -> bool: ...
+    def add_request(self, request: Request) -> None: ...
+
+
+@dataclass
+class RouterConfig:
+    offload: bool = False
+    # A request is offloaded when its projected first token comes later than its deadline minus
+    # this share of its TTFT SLO: slack for what the projection cannot see (newer, shorter prompts
+    # that an SRPT instance will serve first).
+    offload_margin: float = 0.2
+    # HP instances also take new arrivals, but their projected wait counts this many times more,
+    # which keeps them light enough to absorb offloads. math.inf keeps them for offloads alone.
+    hp_dispatch_weight: float = 2.0
+    # At most this many offloads per instance per check: bounds the router's work per iteration.
+    max_offloads_per_check: int = 32
+
+
+def _rate(view: InstanceView, snap: QueueSnapshot) -> PrefillRate:
+    return view.prefill_rate(snap.num_decodes, snap.decode_context, snap.min_tbt)
+
+
+class Router:
+    def __init__(
+        self, instances: list[InstanceView], roles: list[str], config: RouterConfig | None = None
+    ) -> None:
+        if len(instances) != len(roles) or not instances:
+            raise ValueError("the router needs one role per instance and at least one instance")
+        self.instances = instances
+        self.roles = roles
+        self.config = config or RouterConfig()
+        self.hp = [i for i, r in enumerate(roles) if r == Role.HP]
+        self.num_offloads = 0
+
+    # ---- dispatch --------------------------------------------------------------------------
+
+    def dispatch(self, request: Request, now: float) -> int:
+        """Send a new request to the instance where its first token is projected soonest (the
+        queued prompt tokens ahead of it at that instance's prefill rate). Returns its index."""
+        best, best_t = 0, math.inf
+        for i, view in enumerate(self.instances):
+            snap = view.snapshot()
+            t = _rate(view, snap).time_for(view.pending_prefill_tokens + request.num_remaining_prefill)
+            if self.roles[i] == Role.HP:
+                t *= self.config.hp_dispatch_weight
+            if t < best_t or (best_t == math.inf and i == 0):
+                best, best_t = i, t
+        self.instances[best].add_request(request)
+        return best
+
+    # ---- offload ---------------------------------------------------------------------------
+
+    def check_offloads(self, index: int, now: float) -> list[tuple[Request, int]]:
+        """Project the first-token time of every request waiting on LP instance `index`, in the
+        order its policy serves them, and move those that would come too late to the HP instance
+        that can still meet their deadline. Linear in the queue, no copies of scheduler state.
+        Returns the moves made as (request, HP index)."""
+        cfg = self.config
+        if not cfg.offload or not self.hp or self.roles[index] != Role.LP:
+            return []
+        view = self.instances[index]
+        snap = view.snapshot()
+        rate = _rate(view, snap)
+        ahead = sum(r.num_remaining_prefill for r in snap.prefilling)
+        margin = cfg.offload_margin
+        moves: list[tuple[Request, int]] = []
+        at_risk: list[Request] = []
+        for req in snap.waiting:
+            rem = req.num_remaining_prefill
+            ahead += rem
+            t = now + rate.time_for(ahead)
+            if t > req.ttft_deadline - margin * req.slo.ttft and not req.output_token_ids:
+                at_risk.append(req)
+                ahead -= rem  # if it leaves, the requests behind it move up
+                if len(at_risk) >= cfg.max_offloads_per_check:
+                    break
+        for req in at_risk:
+            target = self._hp_for(req, now)
+            if target is None:
+                continue
+            if view.take_waiting(req):
+                req.offloaded = True
+                self.instances[target].add_request(req)
+                self.num_offloads += 1
+                moves.append((req, target))
+        return moves
+
+    def _hp_for(self, req: Request, now: float) -> int | None:
+        """The HP instance with the earliest projected first token for `req`, inserted by its
+        deadline into that instance's EDF order, if that still meets the deadline."""
+        best, best_t = None, math.inf
+        for h in self.hp:
+            view = self.instances[h]
+            snap = view.snapshot()
+            ahead = sum(r.num_remaining_prefill for r in snap.prefilling) + req.num_remaining_prefill
+            for other in snap.waiting:
+                if other.ttft_deadline > req.ttft_deadline:
+                    break
+                if other.ttft_deadline >= now:  # missed ones are deferred behind (ascendra_hp)
+                    ahead += other.num_remaining_prefill
+            t = now + _rate(view, snap).time_for(ahead)
+            if t <= req.ttft_deadline and t < best_t:
+                best, best_t = h, t
+        return best

@@ -1,0 +1,109 @@
+"""A system under test: how many instances, which roles, which policy and settings each runs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ascendra.cluster.router import Role, Router, RouterConfig
+from ascendra.core.block_manager import BlockManager
+from ascendra.core.perf_model import PerfModel
+from ascendra.core.policies import make_scheduler
+from ascendra.core.scheduler import Scheduler, SchedulerConfig
+
+SYSTEMS = ("vllm", "sarathi", "ascendra")
+
+
+@dataclass
+class SystemConfig:
+    system: str = "ascendra"
+    num_instances: int = 4
+    # Ascendra only: how many of the instances are high-priority.
+    num_hp: int = 1
+    # vllm: max_num_batched_tokens (None: the model's context, vLLM's default without chunking);
+    # sarathi: the token budget; ascendra: the hard cap under the predicted-time budget.
+    token_budget: int | None = None
+    max_num_seqs: int = 256
+    lp_tbt_target: float = 0.9
+    hp_tbt_target: float = 0.8
+    hp_max_num_seqs: int = 128
+    offload_margin: float = 0.2
+    hp_dispatch_weight: float = 2.0
+    watermark: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.system not in SYSTEMS:
+            raise ValueError(f"unknown system {self.system!r}; choose one of {', '.join(SYSTEMS)}")
+        if self.num_instances < 1:
+            raise ValueError("a system needs at least one instance")
+        if self.system == "ascendra" and not 0 <= self.num_hp < self.num_instances:
+            raise ValueError(
+                f"ascendra needs 0 <= HP instances < instances, got {self.num_hp} of {self.num_instances}"
+            )
+
+    def roles(self) -> list[str]:
+        if self.system != "ascendra":
+            return [Role.ANY] * self.num_instances
+        return [Role.LP] * (self.num_instances - self.num_hp) + [Role.HP] * self.num_hp
+
+    def policy(self, role: str) -> str:
+        return {Role.LP: "ascendra-lp", Role.HP: "ascendra-hp"}.get(role, self.system)
+
+    def scheduler_config(self, role: str, max_model_len: int) -> SchedulerConfig:
+        if self.system == "vllm":
+            budget = self.token_budget or max_model_len
+            if budget < max_model_len:
+                raise ValueError(
+                    f"vllm without chunked prefill needs max_num_batched_tokens >= the "
+                    f"context ({max_model_len}), got {budget}"
+                )
+            return SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=self.max_num_seqs)
+        if self.system == "sarathi":
+            return SchedulerConfig(
+                max_num_batched_tokens=self.token_budget or 512, max_num_seqs=self.max_num_seqs
+            )
+        cap = self.token_budget or 8192
+        if role == Role.HP:
+            return SchedulerConfig(
+                max_num_batched_tokens=cap,
+                max_num_seqs=self.hp_max_num_seqs,
+                tbt_target=self.hp_tbt_target,
+                max_idle_budget=cap,
+            )
+        return SchedulerConfig(
+            max_num_batched_tokens=cap,
+            max_num_seqs=self.max_num_seqs,
+            tbt_target=self.lp_tbt_target,
+            max_idle_budget=cap,
+        )
+
+    def router_config(self) -> RouterConfig:
+        return RouterConfig(
+            offload=self.system == "ascendra" and self.num_hp > 0,
+            offload_margin=self.offload_margin,
+            hp_dispatch_weight=self.hp_dispatch_weight if self.num_hp else math.inf,
+        )
+
+    def label(self) -> str:
+        if self.system == "vllm":
+            return f"vllm(mbt={self.token_budget or 'ctx'},seqs={self.max_num_seqs})"
+        if self.system == "sarathi":
+            return f"sarathi(budget={self.token_budget or 512})"
+        return f"ascendra({self.num_instances - self.num_hp}LP:{self.num_hp}HP,margin={self.offload_margin})"
+
+
+def build_cluster(config: SystemConfig, perf_model: PerfModel) -> tuple[list[Scheduler], Router]:
+    """One scheduler per instance, each with its own block pool of the profile's KV capacity, and
+    the router over them. The simulator drives these directly; the live server builds the same
+    schedulers inside the instance processes."""
+    roles = config.roles()
+    schedulers = [
+        make_scheduler(
+            config.policy(role),
+            config.scheduler_config(role, perf_model.max_model_len),
+            BlockManager(perf_model.num_kv_blocks, perf_model.block_size, config.watermark),
+            perf_model,
+        )
+        for role in roles
+    ]
+    return schedulers, Router(list(schedulers), roles, config.router_config())

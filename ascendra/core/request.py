@@ -1,0 +1,104 @@
+"""A request as the scheduler sees it: token counts, SLO, and the times of its output tokens.
+
+The vocabulary follows vLLM v1: a request has `num_tokens` (prompt plus output so far) and
+`num_computed_tokens` (tokens whose KV is in the cache). Whatever lies between the two is what the
+next iterations must compute; when the computed tokens reach `num_tokens` a new token is sampled.
+Prefill, chunked prefill, decode and recompute after preemption are all the same rule.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RequestStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED_STOPPED = "stop"
+    FINISHED_LENGTH = "length"
+    FINISHED_ABORTED = "abort"
+    FINISHED_FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (RequestStatus.WAITING, RequestStatus.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class SLO:
+    """Per-request latency objectives, in seconds."""
+
+    ttft: float
+    tbt: float
+
+    def __post_init__(self) -> None:
+        if not (self.ttft > 0 and self.tbt > 0):
+            raise ValueError(f"SLO values must be positive, got ttft={self.ttft} tbt={self.tbt}")
+
+
+@dataclass(eq=False, slots=True)
+class Request:
+    request_id: str
+    arrival_time: float
+    prompt_len: int
+    max_tokens: int
+    slo: SLO
+    prompt_token_ids: list[int] | None = None
+    stop_token_ids: frozenset[int] = frozenset()
+    # Opaque to the scheduler: the engine's sampling parameters travel with the request.
+    params: Any = None
+
+    status: RequestStatus = RequestStatus.WAITING
+    num_computed_tokens: int = 0
+    output_token_ids: list[int] = field(default_factory=list)
+    token_times: list[float] = field(default_factory=list)
+    block_ids: list[int] = field(default_factory=list)
+    num_preemptions: int = 0
+    # True once any of its tokens has been computed: from then on it cannot be offloaded for free.
+    started: bool = False
+    offloaded: bool = False
+    finish_reason: str | None = None
+    error: str | None = None
+    ttft_deadline: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.prompt_len < 1:
+            raise ValueError("a request needs at least one prompt token")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        self.ttft_deadline = self.arrival_time + self.slo.ttft
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.output_token_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.prompt_len + len(self.output_token_ids)
+
+    @property
+    def num_remaining_prefill(self) -> int:
+        """Tokens still to compute before the next token can be sampled (1 for a decode)."""
+        return self.prompt_len + len(self.output_token_ids) - self.num_computed_tokens
+
+    @property
+    def is_decode(self) -> bool:
+        return bool(self.output_token_ids) and self.num_computed_tokens == self.num_tokens - 1
+
+    @property
+    def first_token_time(self) -> float | None:
+        return self.token_times[0] if self.token_times else None
+
+    @property
+    def ttft(self) -> float | None:
+        return self.token_times[0] - self.arrival_time if self.token_times else None
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status.finished
+
+    def all_token_ids(self) -> list[int]:
+        assert self.prompt_token_ids is not None, "a simulated request carries no token ids"
+        return self.prompt_token_ids + self.output_token_ids

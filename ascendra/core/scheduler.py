@@ -1,0 +1,301 @@
+"""The scheduler: which tokens of which requests the next iteration computes.
+
+A policy (one file each under `policies/`) decides the batch; this base class holds what they
+share: the waiting queue and the running list, block accounting, preemption by recompute, and
+`update`, which applies an iteration's result. Nothing here reads a clock: `now` comes in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ascendra.core.batch import BatchShape, ScheduledBatch
+from ascendra.core.block_manager import BlockManager
+from ascendra.core.perf_model import PerfModel
+from ascendra.core.queue import RequestQueue
+from ascendra.core.request import Request, RequestStatus
+
+
+@dataclass
+class SchedulerConfig:
+    # The most tokens one iteration may carry (vLLM's max_num_batched_tokens, Sarathi's budget).
+    max_num_batched_tokens: int = 2048
+    max_num_seqs: int = 256
+    # Ascendra policies: the iteration-time target as a share of the tightest running TBT SLO.
+    tbt_target: float = 0.9
+    # Ascendra policies: the most prompt tokens one iteration may carry when nothing is decoding.
+    max_idle_budget: int = 8192
+
+
+@dataclass(slots=True)
+class PrefillRate:
+    """How fast an instance works through prompt tokens under its current decode load: full
+    iterations carry `tokens_per_iteration` prompt tokens in `iteration_time`; a last, partial one
+    costs in between `base_time` (the decodes alone) and a full one."""
+
+    tokens_per_iteration: int
+    iteration_time: float
+    base_time: float
+
+    def time_for(self, tokens: int) -> float:
+        per = self.tokens_per_iteration
+        if per <= 0:
+            return math.inf
+        full, part = divmod(tokens, per)
+        t = full * self.iteration_time
+        if part:
+            t += self.base_time + (self.iteration_time - self.base_time) * part / per
+        return t
+
+
+@dataclass(slots=True)
+class QueueSnapshot:
+    """What the router reads to project first-token times, taken without copying requests."""
+
+    waiting: list[Request]  # not started, in the order the policy serves them
+    prefilling: list[Request]  # admitted, prompt partly computed
+    num_decodes: int
+    decode_context: int
+    min_tbt: float | None
+
+
+class Scheduler:
+    name = "base"
+
+    def __init__(
+        self, config: SchedulerConfig, block_manager: BlockManager, perf_model: PerfModel | None = None
+    ) -> None:
+        self.config = config
+        self.block_manager = block_manager
+        self.perf_model = perf_model
+        self.waiting = RequestQueue(self.waiting_key())
+        # Admitted requests, in the order they were admitted (their priority for preemption).
+        self.running: list[Request] = []
+        self.num_preemptions = 0
+        # Prompt tokens not yet computed, over waiting and partly prefilled requests: the router's
+        # load signal, kept as a running sum so reading it costs nothing.
+        self.pending_prefill_tokens = 0
+
+    # ---- policy hooks --------------------------------------------------------------------------
+
+    def waiting_key(self) -> Callable[[Request], float]:
+        return _arrival
+
+    def schedule(self, now: float) -> ScheduledBatch:
+        raise NotImplementedError
+
+    def prefill_rate(self, num_decodes: int, decode_context: int, min_tbt: float | None) -> PrefillRate:
+        """How fast this policy gets through prompt tokens under the current decode load: the
+        linear form of playing it forward, which is what the router projects with.
+        The default is a fixed budget shared with the decodes (Sarathi's rule)."""
+        perf = self.perf_model
+        assert perf is not None, "projections need a performance model"
+        tokens = max(0, self.config.max_num_batched_tokens - num_decodes)
+        base = decode_shape(num_decodes, decode_context)
+        full = BatchShape(
+            num_decodes + tokens,
+            num_decodes + 1,
+            tokens,
+            num_decodes,
+            tokens * (tokens + 1) // 2,
+            decode_context,
+        )
+        return PrefillRate(tokens, perf.predict(full), perf.predict(base))
+
+    # ---- requests in and out -------------------------------------------------------------------
+
+    def add_request(self, request: Request) -> None:
+        request.status = RequestStatus.WAITING
+        self.pending_prefill_tokens += request.num_remaining_prefill
+        self.waiting.push(request)
+
+    def take_waiting(self, request: Request) -> bool:
+        """Remove a request that has not started (no token computed, ever), for offloading."""
+        if request.started or request.status is not RequestStatus.WAITING:
+            return False
+        if not self.waiting.remove(request):
+            return False
+        self.pending_prefill_tokens -= request.num_remaining_prefill
+        return True
+
+    def finish(self, request: Request, status: RequestStatus, reason: str | None = None) -> None:
+        """End a request from outside `update`: abort, stop string, failure. Frees its blocks."""
+        if request.status is RequestStatus.WAITING:
+            self.waiting.remove(request)
+            self.pending_prefill_tokens -= request.num_remaining_prefill
+        elif request.status is RequestStatus.RUNNING:
+            self.running.remove(request)
+            if not request.is_decode:
+                self.pending_prefill_tokens -= request.num_remaining_prefill
+        else:
+            return
+        self.block_manager.free(request)
+        request.status = status
+        request.finish_reason = status.value
+        if reason is not None:
+            request.error = reason
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting) or bool(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    # ---- shared scheduling steps ---------------------------------------------------------------
+
+    def _preempt(self, request: Request, batch: ScheduledBatch) -> None:
+        """Preemption by recompute: drop the KV and send it back to wait; its computed tokens
+        (prompt and output so far) are recomputed as one longer prompt when it is admitted again."""
+        self.running.remove(request)
+        if not request.is_decode:
+            self.pending_prefill_tokens -= request.num_remaining_prefill
+        self.block_manager.free(request)
+        request.num_computed_tokens = 0
+        request.num_preemptions += 1
+        self.num_preemptions += 1
+        batch.preempted.append(request)
+        self.add_request(request)
+
+    def _schedule_decodes(self, batch: ScheduledBatch) -> list[Request]:
+        """Give every decoding request its one token, preempting from the back of `running` when
+        blocks run out (vLLM's rule: the request admitted last loses). Returns the running
+        requests that are still in their prompt, for the policy to chunk."""
+        bm = self.block_manager
+        bs = bm.block_size
+        free = bm.free_block_ids
+        prefilling: list[Request] = []
+        i = 0
+        while i < len(self.running):
+            req = self.running[i]
+            i += 1
+            c = req.num_computed_tokens
+            if c != req.prompt_len + len(req.output_token_ids) - 1 or not req.output_token_ids:
+                prefilling.append(req)
+                continue
+            if c + 1 > len(req.block_ids) * bs:
+                while not free:
+                    victim = self.running[-1]
+                    self._preempt(victim, batch)
+                    if victim in prefilling:
+                        prefilling.remove(victim)
+                    if victim is req:
+                        break
+                if req.status is not RequestStatus.RUNNING:
+                    break
+                req.block_ids.append(free.pop())
+            batch.add(req, 1)
+        return prefilling
+
+    def _fill_prefills(
+        self,
+        batch: ScheduledBatch,
+        prefilling: list[Request],
+        chunk_limit: Callable[[Request], int],
+        defer: Callable[[Request], bool] | None = None,
+    ) -> None:
+        """Fill the batch with prompt chunks in the policy's order: partly prefilled requests and
+        waiting ones merged by the waiting key. `chunk_limit(req)` is the most tokens the batch can
+        still take for that request (0 ends the batch). Waiting requests for which `defer` says so
+        are tried last. Stops at the first chunk whose blocks do not fit, as vLLM does."""
+        key = self.waiting.key
+        partial = sorted(prefilling, key=key)
+        waiting = self.waiting.as_list()
+        deferred: list[Request] = []
+        pi = wi = 0
+        while True:
+            if pi < len(partial) and (wi >= len(waiting) or key(partial[pi]) <= key(waiting[wi])):
+                req = partial[pi]
+                pi += 1
+            elif wi < len(waiting):
+                req = waiting[wi]
+                if defer is not None and defer(req):
+                    deferred.append(req)
+                    wi += 1
+                    continue
+            elif deferred:
+                req = deferred.pop(0)
+            else:
+                return
+            n = min(req.num_remaining_prefill, chunk_limit(req))
+            if not self._try_chunk(batch, req, n):
+                return
+
+    def _admit(self, request: Request) -> None:
+        self.waiting.remove(request)
+        request.status = RequestStatus.RUNNING
+        self.running.append(request)
+
+    def _try_chunk(self, batch: ScheduledBatch, request: Request, num_new: int) -> bool:
+        """Add a prompt chunk if its blocks fit (admitting it from the waiting queue if needed)."""
+        if num_new <= 0 or not self.block_manager.can_allocate(request, num_new):
+            return False
+        if request.status is RequestStatus.WAITING:
+            if len(self.running) >= self.config.max_num_seqs:
+                return False
+            self._admit(request)
+        self.block_manager.allocate(request, num_new)
+        request.started = True
+        self.pending_prefill_tokens -= num_new
+        batch.add(request, num_new)
+        return True
+
+    # ---- applying an iteration's result --------------------------------------------------------
+
+    def update(self, batch: ScheduledBatch, token_ids: list[int | None] | None, now: float) -> list[Request]:
+        """Apply an executed iteration that ended at `now`. `token_ids[i]` is sequence i's sampled
+        token or None; a simulator passes None for the whole list and gets placeholder tokens.
+        Returns the requests that finished."""
+        finished: list[Request] = []
+        num_new = batch.num_new_tokens
+        for i, req in enumerate(batch.requests):
+            if req.status is not RequestStatus.RUNNING:
+                continue  # aborted while the iteration ran
+            req.num_computed_tokens += num_new[i]
+            if req.num_computed_tokens < req.prompt_len + len(req.output_token_ids):
+                continue  # a prompt chunk that does not reach the end samples nothing
+            tok = 0 if token_ids is None else token_ids[i]
+            req.output_token_ids.append(tok)
+            req.token_times.append(now)
+            if len(req.output_token_ids) >= req.max_tokens:
+                req.status = RequestStatus.FINISHED_LENGTH
+            elif tok in req.stop_token_ids:
+                req.status = RequestStatus.FINISHED_STOPPED
+            else:
+                continue
+            req.finish_reason = req.status.value
+            self.block_manager.free(req)
+            finished.append(req)
+        if finished:
+            self.running = [r for r in self.running if r.status is RequestStatus.RUNNING]
+        return finished
+
+    # ---- what the router reads -----------------------------------------------------------------
+
+    def snapshot(self) -> QueueSnapshot:
+        prefilling: list[Request] = []
+        num_decodes = ctx = 0
+        min_tbt = None
+        for r in self.running:
+            if r.output_token_ids and r.num_computed_tokens == r.prompt_len + len(r.output_token_ids) - 1:
+                num_decodes += 1
+                ctx += r.num_computed_tokens + 1
+                if min_tbt is None or r.slo.tbt < min_tbt:
+                    min_tbt = r.slo.tbt
+            else:
+                prefilling.append(r)
+        return QueueSnapshot(self.waiting.as_list(), prefilling, num_decodes, ctx, min_tbt)
+
+
+def decode_shape(num_decodes: int, decode_context: int) -> BatchShape:
+    return BatchShape(num_decodes, num_decodes, 0, num_decodes, 0, decode_context)
+
+
+def _arrival(r: Request) -> float:
+    return r.arrival_time

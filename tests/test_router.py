@@ -1,0 +1,58 @@
+"""The router offloads a request that would miss its TTFT deadline and keeps one that would not."""
+
+from __future__ import annotations
+
+from ascendra.cluster.router import Role, Router, RouterConfig
+from ascendra.cluster.system import SystemConfig, build_cluster
+from ascendra.core.request import SLO, Request
+from tests.test_scheduler import PERF, req, sched
+
+
+def lp_hp(margin: float = 0.2) -> tuple[Router, list]:
+    lp = sched("ascendra-lp", max_num_batched_tokens=2048)
+    hp = sched("ascendra-hp", max_num_batched_tokens=2048)
+    return Router([lp, hp], [Role.LP, Role.HP], RouterConfig(offload=True, offload_margin=margin)), [lp, hp]
+
+
+def test_offloads_request_that_would_miss_and_keeps_the_rest():
+    router, (lp, hp) = lp_hp()
+    queued = [req(f"q{i}", 1000, ttft=100.0) for i in range(20)]
+    urgent = req("urgent", 1500, ttft=0.5)  # behind 20k tokens under SRPT: ~10 s away
+    relaxed = req("relaxed", 1600, ttft=100.0)
+    for r in [*queued, urgent, relaxed]:
+        lp.add_request(r)
+    moves = router.check_offloads(0, now=0.0)
+    assert [(r.request_id, h) for r, h in moves] == [("urgent", 1)]
+    assert urgent.offloaded and list(hp.waiting) == [urgent]
+    assert relaxed in list(lp.waiting) and len(lp.waiting) == 21
+    assert lp.pending_prefill_tokens == 20 * 1000 + 1600
+
+
+def test_no_offload_when_no_hp_can_meet_the_deadline():
+    router, (lp, hp) = lp_hp()
+    for i in range(5):
+        hp.add_request(req(f"h{i}", 2000, ttft=0.25))  # 10k tokens, all due first
+    for i in range(20):
+        lp.add_request(req(f"q{i}", 1000, ttft=100.0))
+    doomed = req("doomed", 1500, ttft=0.3)
+    lp.add_request(doomed)
+    assert router.check_offloads(0, now=0.0) == []
+    assert doomed in list(lp.waiting) and not doomed.offloaded
+
+
+def test_a_started_request_is_never_offloaded():
+    router, (lp, hp) = lp_hp()
+    r = req("big", 4000, ttft=0.2)
+    lp.add_request(r)
+    lp.schedule(0.0)  # its first chunk is computed: its KV lives here now
+    assert r.started
+    assert router.check_offloads(0, now=0.0) == []
+
+
+def test_dispatch_balances_by_projected_wait():
+    cluster, router = build_cluster(SystemConfig("sarathi", num_instances=3, token_budget=512), PERF)
+    cluster[0].add_request(req("busy", 5000))
+    cluster[1].add_request(req("less-busy", 500))
+    assert router.dispatch(Request("n", 0.0, 100, 10, SLO(1, 1)), now=0.0) == 2
+    assert router.dispatch(Request("m", 0.0, 100, 10, SLO(1, 1)), now=0.0) == 2
+    assert cluster[2].num_waiting == 2
