@@ -25,6 +25,7 @@ class InstanceView(Protocol):
     """What the router needs of an instance; the scheduler's own methods in the simulator."""
 
     pending_prefill_tokens: int
+    num_waiting: int
 
     def snapshot(self) -> QueueSnapshot: ...
     def prefill_rate(self, num_decodes: int, decode_context: int, min_tbt: float | None) -> PrefillRate: ...
@@ -60,7 +61,12 @@ class Router:
         self.roles = roles
         self.config = config or RouterConfig()
         self.hp = [i for i, r in enumerate(roles) if r == Role.HP]
+        self.alive = [True] * len(instances)
         self.num_offloads = 0
+
+    def set_alive(self, index: int, alive: bool) -> None:
+        """A dead instance gets no new requests and no offloads (the live runtime calls this)."""
+        self.alive[index] = alive
 
     # ---- dispatch --------------------------------------------------------------------------
 
@@ -68,12 +74,16 @@ class Router:
         """Send a new request to the instance where its first token is projected soonest (the
         queued prompt tokens ahead of it at that instance's prefill rate). Returns its index."""
         best, best_t = 0, math.inf
+        if not any(self.alive):
+            raise RuntimeError("no live instance to dispatch to")
         for i, view in enumerate(self.instances):
+            if not self.alive[i]:
+                continue
             snap = view.snapshot()
             t = _rate(view, snap).time_for(view.pending_prefill_tokens + request.num_remaining_prefill)
             if self.roles[i] == Role.HP:
                 t *= self.config.hp_dispatch_weight
-            if t < best_t or (best_t == math.inf and i == 0):
+            if t < best_t or best_t == math.inf and not self.alive[best]:
                 best, best_t = i, t
         self.instances[best].add_request(request)
         return best
@@ -89,17 +99,28 @@ class Router:
         if not cfg.offload or not self.hp or self.roles[index] != Role.LP:
             return []
         view = self.instances[index]
+        if not view.num_waiting:
+            return []  # nothing waiting, nothing to project (most iterations at moderate load)
         snap = view.snapshot()
         rate = _rate(view, snap)
         ahead = sum(r.num_remaining_prefill for r in snap.prefilling)
         margin = cfg.offload_margin
         moves: list[tuple[Request, int]] = []
         at_risk: list[Request] = []
+        # rate.time_for inlined: this loop touches every waiting request on every iteration.
+        per, full_t, base_t = rate.tokens_per_iteration, rate.iteration_time, rate.base_time
+        if per <= 0:
+            per, full_t, base_t = 1, math.inf, math.inf
+        slope = (full_t - base_t) / per
         for req in snap.waiting:
-            rem = req.num_remaining_prefill
+            # Waiting requests hold no KV (num_computed_tokens is 0): all their tokens are ahead.
+            out = req.output_token_ids
+            rem = req.prompt_len + len(out) if out else req.prompt_len
             ahead += rem
-            t = now + rate.time_for(ahead)
-            if t > req.ttft_deadline - margin * req.slo.ttft and not req.output_token_ids:
+            full = ahead // per
+            part = ahead - full * per
+            t = now + full * full_t + (base_t + slope * part if part else 0.0)
+            if t > req.ttft_deadline - margin * req.slo.ttft and not out:
                 at_risk.append(req)
                 ahead -= rem  # if it leaves, the requests behind it move up
                 if len(at_risk) >= cfg.max_offloads_per_check:
@@ -120,6 +141,8 @@ class Router:
         deadline into that instance's EDF order, if that still meets the deadline."""
         best, best_t = None, math.inf
         for h in self.hp:
+            if not self.alive[h]:
+                continue
             view = self.instances[h]
             snap = view.snapshot()
             ahead = sum(r.num_remaining_prefill for r in snap.prefilling) + req.num_remaining_prefill

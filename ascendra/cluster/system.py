@@ -26,6 +26,8 @@ class SystemConfig:
     max_num_seqs: int = 256
     lp_tbt_target: float = 0.9
     hp_tbt_target: float = 0.8
+    lp_ttft_target: float = 0.45
+    hp_ttft_target: float = 0.45
     hp_max_num_seqs: int = 128
     offload_margin: float = 0.2
     hp_dispatch_weight: float = 2.0
@@ -68,12 +70,14 @@ class SystemConfig:
                 max_num_batched_tokens=cap,
                 max_num_seqs=self.hp_max_num_seqs,
                 tbt_target=self.hp_tbt_target,
+                ttft_target=self.hp_ttft_target,
                 max_idle_budget=cap,
             )
         return SchedulerConfig(
             max_num_batched_tokens=cap,
             max_num_seqs=self.max_num_seqs,
             tbt_target=self.lp_tbt_target,
+            ttft_target=self.lp_ttft_target,
             max_idle_budget=cap,
         )
 

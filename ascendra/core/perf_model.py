@@ -15,6 +15,7 @@ least squares with non-negative coefficients.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -106,15 +107,23 @@ class PerfModel:
             return 0
         if cost(cap) <= time_limit:
             return cap  # the common case when the whole remaining prompt fits: one evaluation
-        # cost is monotone in n; the hinge and the quadratic term make a closed form piecewise.
-        lo, hi = 1, cap - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if cost(mid) <= time_limit:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        # cost(n) is quadratic in n on each side of the knee: solve a n^2 + b n + c = limit on the
+        # first piece and, past the knee, on the second; then settle rounding by evaluation.
+        a = cp / 2
+        b = ct + cp * (context + 0.5)
+        c = fixed + ct * t0 + cp * w0 + (ck * (t0 - self.knee) if t0 > self.knee else 0.0)
+        if t0 < self.knee:
+            n = _root(a, b, c - time_limit)
+            if n > self.knee - t0:  # past the knee: the hinge adds ck per token beyond it
+                n = _root(a, b + ck, c - ck * (self.knee - t0) - time_limit)
+        else:
+            n = _root(a, b + ck, c - time_limit)
+        n = max(1, min(cap - 1, int(n)))
+        while n > 1 and cost(n) > time_limit:
+            n -= 1
+        while n + 1 < cap and cost(n + 1) <= time_limit:
+            n += 1
+        return n
 
     # ---- fitting -------------------------------------------------------------------------------
 
@@ -181,6 +190,15 @@ class PerfModel:
                 f"shipped: {', '.join(shipped_profiles())})"
             )
         return cls.from_dict(json.loads(p.read_text()))
+
+
+def _root(a: float, b: float, c: float) -> float:
+    """Largest x with a x^2 + b x + c <= 0 (a, b >= 0, c <= 0 where it matters)."""
+    if c > 0:
+        return 0.0
+    if a <= 0:
+        return -c / b if b > 0 else float(1 << 30)
+    return (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
 
 
 def shipped_profiles() -> list[str]:

@@ -25,6 +25,8 @@ class SchedulerConfig:
     max_num_seqs: int = 256
     # Ascendra policies: the iteration-time target as a share of the tightest running TBT SLO.
     tbt_target: float = 0.9
+    # Ascendra policies: the iteration-time cap as a share of the tightest TTFT SLO seen.
+    ttft_target: float = 0.45
     # Ascendra policies: the most prompt tokens one iteration may carry when nothing is decoding.
     max_idle_budget: int = 8192
 
@@ -171,17 +173,22 @@ class Scheduler:
         bs = bm.block_size
         free = bm.free_block_ids
         prefilling: list[Request] = []
+        # The hot loop of every simulated iteration: the batch's lists and shape are filled inline
+        # rather than through batch.add (same result, a third of the time).
+        reqs, news, shape = batch.requests, batch.num_new_tokens, batch.shape
+        running = self.running
         i = 0
-        while i < len(self.running):
-            req = self.running[i]
+        while i < len(running):
+            req = running[i]
             i += 1
             c = req.num_computed_tokens
-            if c != req.prompt_len + len(req.output_token_ids) - 1 or not req.output_token_ids:
+            out = req.output_token_ids
+            if not out or c != req.prompt_len + len(out) - 1:
                 prefilling.append(req)
                 continue
-            if c + 1 > len(req.block_ids) * bs:
+            if c >= len(req.block_ids) * bs:
                 while not free:
-                    victim = self.running[-1]
+                    victim = running[-1]
                     self._preempt(victim, batch)
                     if victim in prefilling:
                         prefilling.remove(victim)
@@ -190,7 +197,13 @@ class Scheduler:
                 if req.status is not RequestStatus.RUNNING:
                     break
                 req.block_ids.append(free.pop())
-            batch.add(req, 1)
+            reqs.append(req)
+            news.append(1)
+            shape.decode_context += c + 1
+        n = len(reqs) - shape.num_seqs
+        shape.num_tokens += n
+        shape.num_seqs += n
+        shape.num_decodes += n
         return prefilling
 
     def _fill_prefills(
@@ -254,16 +267,18 @@ class Scheduler:
         Returns the requests that finished."""
         finished: list[Request] = []
         num_new = batch.num_new_tokens
+        running = RequestStatus.RUNNING
         for i, req in enumerate(batch.requests):
-            if req.status is not RequestStatus.RUNNING:
+            if req.status is not running:
                 continue  # aborted while the iteration ran
-            req.num_computed_tokens += num_new[i]
-            if req.num_computed_tokens < req.prompt_len + len(req.output_token_ids):
+            c = req.num_computed_tokens = req.num_computed_tokens + num_new[i]
+            out = req.output_token_ids
+            if c < req.prompt_len + len(out):
                 continue  # a prompt chunk that does not reach the end samples nothing
             tok = 0 if token_ids is None else token_ids[i]
-            req.output_token_ids.append(tok)
+            out.append(tok)
             req.token_times.append(now)
-            if len(req.output_token_ids) >= req.max_tokens:
+            if len(out) >= req.max_tokens:
                 req.status = RequestStatus.FINISHED_LENGTH
             elif tok in req.stop_token_ids:
                 req.status = RequestStatus.FINISHED_STOPPED
@@ -273,7 +288,7 @@ class Scheduler:
             self.block_manager.free(req)
             finished.append(req)
         if finished:
-            self.running = [r for r in self.running if r.status is RequestStatus.RUNNING]
+            self.running = [r for r in self.running if r.status is running]
         return finished
 
     # ---- what the router reads -----------------------------------------------------------------

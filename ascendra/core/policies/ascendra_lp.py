@@ -6,9 +6,13 @@ token. Long prompts can starve; the router watches for that and offloads them to
 instance before they start (see cluster/router.py).
 
 Batches are stall-free hybrids (decodes first), and the token budget is not fixed: each iteration
-takes as many prompt tokens as the performance model says fit in `tbt_target` times the tightest
-TBT SLO among the running decodes. A fixed Sarathi budget must be small enough for the worst batch;
-this one grows when few decodes run and shrinks when many do.
+takes as many prompt tokens as the performance model says fit in its time limit, the tighter of
+  - `tbt_target` x the tightest TBT SLO among the running decodes: the gap they see, and
+  - `ttft_target` x the tightest TTFT SLO this instance has been given: a request arriving just as
+    an iteration starts waits for it and then needs one of its own, so two iterations must fit in
+    its TTFT (measured: without this, short prompts missed a tight TTFT floor at low load).
+A fixed Sarathi budget must be small enough for the worst batch; this one grows when few decodes
+run and shrinks when many do.
 """
 
 from __future__ import annotations
@@ -22,15 +26,24 @@ from ascendra.core.scheduler import PrefillRate, Scheduler, decode_shape
 
 class AscendraLPScheduler(Scheduler):
     name = "ascendra-lp"
+    min_ttft_slo: float | None = None
 
     def waiting_key(self) -> Callable[[Request], float]:
         return _remaining_prompt
 
-    def iteration_time_limit(self, batch: ScheduledBatch) -> float | None:
-        """The time one iteration may take without breaking a running decode's TBT SLO."""
-        if not batch.shape.num_decodes:
-            return None
-        return self.config.tbt_target * min(r.slo.tbt for r in batch.requests)
+    def add_request(self, request: Request) -> None:
+        if self.min_ttft_slo is None or request.slo.ttft < self.min_ttft_slo:
+            self.min_ttft_slo = request.slo.ttft
+        super().add_request(request)
+
+    def time_limit(self, min_tbt: float | None) -> float | None:
+        """The longest an iteration may take, given the tightest TBT SLO among its decodes."""
+        cfg = self.config
+        limit = None if min_tbt is None else cfg.tbt_target * min_tbt
+        if self.min_ttft_slo is not None and cfg.ttft_target > 0:
+            ttft_limit = cfg.ttft_target * self.min_ttft_slo
+            limit = ttft_limit if limit is None else min(limit, ttft_limit)
+        return limit
 
     def prefill_rate(self, num_decodes: int, decode_context: int, min_tbt: float | None) -> PrefillRate:
         perf = self.perf_model
@@ -38,12 +51,12 @@ class AscendraLPScheduler(Scheduler):
         cfg = self.config
         base = decode_shape(num_decodes, decode_context)
         base_time = perf.predict(base)
-        if not num_decodes or min_tbt is None:
+        limit = self.time_limit(min_tbt if num_decodes else None)
+        if limit is None:
             tokens = cfg.max_idle_budget
             return PrefillRate(tokens, perf.predict(BatchShape.of([(0, tokens)])), base_time)
-        limit = cfg.tbt_target * min_tbt
         tokens = perf.max_prefill_tokens(base, limit, 0, cfg.max_num_batched_tokens - num_decodes)
-        return PrefillRate(tokens, limit, base_time)
+        return PrefillRate(tokens, max(limit, base_time), base_time)
 
     def schedule(self, now: float) -> ScheduledBatch:
         batch = ScheduledBatch()
@@ -53,7 +66,8 @@ class AscendraLPScheduler(Scheduler):
 
     def _chunk_limit(self, batch: ScheduledBatch) -> Callable[[Request], int]:
         cfg = self.config
-        limit = self.iteration_time_limit(batch)
+        decodes = batch.shape.num_decodes
+        limit = self.time_limit(min(r.slo.tbt for r in batch.requests) if decodes else None)
         perf = self.perf_model
         if limit is None or perf is None:
             cap = cfg.max_idle_budget if limit is None else cfg.max_num_batched_tokens

@@ -1,0 +1,162 @@
+"""An instance: one scheduler and one executor, stepped as schedule -> execute -> update.
+
+The same loop serves the offline `LLM`, the live server's instance processes and Ray actors; only
+the clock passed to `step` and the executor differ. Text (incremental detokenization, stop
+strings) is handled here, next to the tokens, so a stop string frees the KV blocks at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ascendra.core.batch import ScheduledBatch
+from ascendra.core.request import Request, RequestStatus
+from ascendra.core.scheduler import Scheduler
+
+
+class Executor(Protocol):
+    def execute(self, batch: ScheduledBatch) -> Any: ...  # has .token_ids and .logprobs lists
+    def release(self, request_id: str) -> None: ...
+
+
+# Given a request, a function from each new token id to the text it adds (may be "" while a
+# multi-byte character is incomplete).
+DetokenizerFactory = Callable[[Request], Callable[[int], str]]
+
+
+@dataclass
+class RequestOutput:
+    """What one step produced for one request: streamed to the client as it comes."""
+
+    request_id: str
+    new_token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    logprobs: list[float] = field(default_factory=list)
+    finished: bool = False
+    finish_reason: str | None = None
+    error: str | None = None
+    num_prompt_tokens: int = 0
+    num_output_tokens: int = 0
+    token_time: float | None = None
+
+
+@dataclass
+class _TextState:
+    step: Callable[[int], str]
+    text: str = ""
+    sent: int = 0  # characters already streamed
+
+
+class Instance:
+    def __init__(
+        self, scheduler: Scheduler, executor: Executor, detokenizer: DetokenizerFactory | None = None
+    ) -> None:
+        self.scheduler = scheduler
+        self.executor = executor
+        self.detokenizer = detokenizer
+        self.requests: dict[str, Request] = {}
+        self._text: dict[str, _TextState] = {}
+        self.num_steps = 0
+
+    # ---- requests in and out -------------------------------------------------------------------
+
+    def add_request(self, request: Request) -> None:
+        if request.request_id in self.requests:
+            raise ValueError(f"request id {request.request_id!r} is already in use")
+        self.requests[request.request_id] = request
+        if self.detokenizer is not None:
+            self._text[request.request_id] = _TextState(self.detokenizer(request))
+        self.scheduler.add_request(request)
+
+    def abort_request(
+        self,
+        request_id: str,
+        status: RequestStatus = RequestStatus.FINISHED_ABORTED,
+        reason: str | None = None,
+    ) -> Request | None:
+        """End a request on the client's word (or fail it with a reason); frees its KV blocks."""
+        req = self.requests.pop(request_id, None)
+        if req is None:
+            return None
+        self.scheduler.finish(req, status, reason)
+        self._drop(req)
+        return req
+
+    def take_waiting(self, request_id: str) -> Request | None:
+        """Hand over a request that has not started, for offloading; None if it has."""
+        req = self.requests.get(request_id)
+        if req is None or not self.scheduler.take_waiting(req):
+            return None
+        del self.requests[request_id]
+        self._drop(req)
+        return req
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    def _drop(self, req: Request) -> None:
+        self._text.pop(req.request_id, None)
+        self.executor.release(req.request_id)
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    def step(self, clock: Callable[[], float]) -> list[RequestOutput]:
+        """Run one iteration. `clock()` is read when the batch is chosen and when it is done; the
+        second reading is every sampled token's time."""
+        batch = self.scheduler.schedule(clock())
+        if not batch.requests:
+            return []
+        out = self.executor.execute(batch)
+        now = clock()
+        sampled = [i for i in range(len(batch)) if batch.samples(i)]
+        self.scheduler.update(batch, out.token_ids, now)
+        self.num_steps += 1
+        outputs = []
+        for i in sampled:
+            req = batch.requests[i]
+            tok = out.token_ids[i]
+            o = RequestOutput(
+                req.request_id,
+                [tok],
+                num_prompt_tokens=req.prompt_len,
+                num_output_tokens=req.num_output_tokens,
+                token_time=now,
+            )
+            if out.logprobs is not None and out.logprobs[i] is not None:
+                o.logprobs.append(out.logprobs[i])
+            self._add_text(req, tok, o)
+            if req.is_finished:
+                o.finished, o.finish_reason = True, req.finish_reason
+                self.requests.pop(req.request_id, None)
+                self._drop(req)
+            outputs.append(o)
+        return outputs
+
+    def _add_text(self, req: Request, token_id: int, o: RequestOutput) -> None:
+        st = self._text.get(req.request_id)
+        if st is None:
+            return
+        if token_id in req.stop_token_ids and req.status is RequestStatus.FINISHED_STOPPED:
+            return  # the EOS token is not part of the text
+        st.text += st.step(token_id)
+        stops = getattr(req.params, "stop", None) or ()
+        cut = -1
+        for s in stops:
+            # Only the new tail can complete a stop string: search from just before it.
+            j = st.text.find(s, max(0, st.sent - len(s) + 1))
+            if j != -1 and (cut == -1 or j < cut):
+                cut = j
+        if cut != -1:
+            st.text = st.text[:cut]
+            if not req.is_finished:
+                self.scheduler.finish(req, RequestStatus.FINISHED_STOPPED)
+        elif not req.is_finished and stops:
+            # Hold back a tail that could still grow into a stop string.
+            hold = max(len(s) for s in stops) - 1
+            o.text = st.text[st.sent : max(st.sent, len(st.text) - hold)]
+            st.sent += len(o.text)
+            return
+        o.text = st.text[st.sent :]
+        st.sent = len(st.text)

@@ -1,0 +1,185 @@
+"""PerfModel: fitting, persistence, chunk sizing, and the shipped GPU profiles."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ascendra.core.batch import BatchShape
+from ascendra.core.perf_model import (
+    FEATURES,
+    PerfModel,
+    isolated_decode_time,
+    isolated_prefill_time,
+    shipped_profiles,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+TRUE = PerfModel(coef=[0.010, 2.0e-5, 3.0e-5, 5.0e-9, 3.0e-7, 4.0e-5], knee=256)
+
+
+def _random_batches(rng: np.random.Generator, n: int) -> list[BatchShape]:
+    shapes = []
+    for i in range(n):
+        chunks = [(int(c) - 1, 1) for c in rng.integers(2, 4096, size=int(rng.integers(0, 200)))]
+        if i % 3 != 2 or not chunks:  # two thirds carry a prompt chunk, the rest are decode-only
+            q = int(np.exp(rng.uniform(0, np.log(4096))))
+            chunks.append((int(rng.integers(0, 2048)) if rng.random() < 0.5 else 0, q))
+        shapes.append(BatchShape.of(chunks))
+    return shapes
+
+
+def test_fit_recovers_known_coefficients_and_knee_under_noise() -> None:
+    rng = np.random.default_rng(1)
+    shapes = _random_batches(rng, 1500)
+    secs = [TRUE.predict(s) * (1 + rng.normal(0, 0.01)) for s in shapes]
+    fitted = PerfModel.fit(shapes, secs, heldout=0.2, seed=3)
+    assert fitted.knee == TRUE.knee
+    # num_seqs is nearly collinear with num_tokens for decodes, so its coefficient is the loosest.
+    np.testing.assert_allclose(fitted.coef[:5], TRUE.coef[:5], rtol=0.05)
+    np.testing.assert_allclose(fitted.coef[5], TRUE.coef[5], rtol=0.25)
+    assert fitted.fit_mape < 0.012 and fitted.heldout_mape < 0.012
+    fresh = _random_batches(np.random.default_rng(7), 200)
+    errs = [abs(fitted.predict(s) - TRUE.predict(s)) / TRUE.predict(s) for s in fresh]
+    assert max(errs) < 0.01
+
+
+def test_fit_rejects_too_few_or_non_positive_points() -> None:
+    shapes = _random_batches(np.random.default_rng(0), 20)
+    with pytest.raises(ValueError, match="at least"):
+        PerfModel.fit(shapes[:3], [0.01] * 3)
+    with pytest.raises(ValueError, match="positive"):
+        PerfModel.fit(shapes, [0.01] * 19 + [0.0])
+
+
+def test_save_load_round_trip_predicts_the_same(tmp_path: Path) -> None:
+    model = PerfModel(
+        coef=list(TRUE.coef),
+        knee=512,
+        name="x",
+        hardware="hw",
+        model="m",
+        num_kv_blocks=123,
+        fit_mape=0.01,
+        heldout_mape=0.02,
+        notes={"source": "test"},
+    )
+    model.save(tmp_path / "p.json")
+    back = PerfModel.load(tmp_path / "p.json")
+    assert back.to_dict() == model.to_dict()
+    shape = BatchShape.of([(100, 1), (0, 700), (900, 1)])
+    assert back.predict(shape) == model.predict(shape)
+
+
+def test_profile_with_wrong_feature_names_is_rejected(tmp_path: Path) -> None:
+    d = TRUE.to_dict()
+    d["features"] = [f if f != "prefill_attn_work" else "prefill_flops" for f in FEATURES]
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="prefill_flops.*do not match"):
+        PerfModel.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match=f"needs {len(FEATURES)} coefficients"):
+        PerfModel(coef=[1.0, 2.0])
+
+
+def test_unknown_profile_name_lists_the_shipped_ones() -> None:
+    with pytest.raises(FileNotFoundError, match="a100-llama-3-8b"):
+        PerfModel.load("no-such-gpu-model")
+
+
+@pytest.mark.parametrize("context", [0, 1500])
+@pytest.mark.parametrize("limit", [0.025, 0.05, 0.2])
+def test_max_prefill_tokens_is_the_largest_chunk_within_the_limit(context: int, limit: float) -> None:
+    model = PerfModel.load("a100-llama-3-8b")
+    base = [(1000 + 37 * i, 1) for i in range(24)]
+    n = model.max_prefill_tokens(BatchShape.of(base), limit, context=context)
+    assert n > 0
+    assert model.predict(BatchShape.of(base + [(context, n)])) <= limit
+    assert model.predict(BatchShape.of(base + [(context, n + 1)])) > limit
+
+
+def test_max_prefill_tokens_is_zero_when_the_base_is_already_over() -> None:
+    model = PerfModel.load("a100-llama-2-7b")
+    base = BatchShape.of([(2000, 1)] * 64)
+    assert model.max_prefill_tokens(base, model.predict(base) * 0.9) == 0
+
+
+def test_shipped_profiles_have_physically_sane_magnitudes() -> None:
+    assert {"a100-llama-2-7b", "h100-llama-2-7b", "a100-llama-3-8b"} <= set(shipped_profiles())
+    a7, h7, a8 = (PerfModel.load(n) for n in ("a100-llama-2-7b", "h100-llama-2-7b", "a100-llama-3-8b"))
+    assert 0.005 < isolated_decode_time(a8) < 0.040
+    for model in (a7, h7, a8):
+        assert "Vidur" in model.notes["source"]
+        assert model.heldout_mape is not None and model.heldout_mape < 0.05
+        assert isolated_prefill_time(model, 2048) > 1.8 * isolated_prefill_time(model, 512)
+        # Decoding is memory-bound: 64 sequences cost far less than 64 single decodes.
+        batch = model.predict(BatchShape.of([(1023, 1)] * 64))
+        assert isolated_decode_time(model) < batch < 16 * isolated_decode_time(model)
+        assert model.num_kv_blocks * model.block_size >= 8 * model.max_model_len
+    assert isolated_decode_time(h7) < isolated_decode_time(a7)
+    assert isolated_prefill_time(h7, 1024) < isolated_prefill_time(a7, 1024) / 2  # 3x the FLOP/s
+    # Llama-3-8B: grouped KV heads (8 vs 32) hold 4x the tokens and make long decodes cheaper.
+    assert a8.num_kv_blocks > 3 * a7.num_kv_blocks
+    assert a8.predict(BatchShape.of([(3000, 1)] * 128)) < a7.predict(BatchShape.of([(3000, 1)] * 128))
+
+
+@pytest.mark.skipif(not (DATA / "gpu_profiles" / "vidur").is_dir(), reason="needs ../shared/data")
+def test_shipped_profiles_are_reproduced_by_the_derivation_script(tmp_path: Path) -> None:
+    path = ROOT / "scripts" / "derive_gpu_profiles.py"
+    spec = importlib.util.spec_from_file_location("derive_gpu_profiles", path)
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script  # dataclasses resolve their module through sys.modules
+    try:
+        spec.loader.exec_module(script)
+    finally:
+        del sys.modules[spec.name]
+    script.derive(DATA, tmp_path, n=3500, seed=0)
+    for name in ("a100-llama-2-7b", "h100-llama-2-7b", "a100-llama-3-8b"):
+        fresh, shipped = PerfModel.load(tmp_path / f"{name}.json"), PerfModel.load(name)
+        assert fresh.knee == shipped.knee and fresh.num_kv_blocks == shipped.num_kv_blocks
+        np.testing.assert_allclose(fresh.coef, shipped.coef, rtol=1e-6)
+
+
+def _with_chunk(base, n: int, ctx: int):
+    from ascendra.core.batch import BatchShape
+
+    return BatchShape(
+        base.num_tokens + n,
+        base.num_seqs + 1,
+        base.num_prefill_tokens + n,
+        base.num_decodes,
+        base.prefill_attn_work + n * ctx + n * (n + 1) // 2,
+        base.decode_context,
+    )
+
+
+def test_max_prefill_tokens_is_exact_across_the_knee():
+    """The closed form agrees with a linear search on random batches, limits and contexts."""
+    import random
+
+    from ascendra.core.batch import BatchShape
+    from ascendra.core.perf_model import PerfModel
+
+    rng = random.Random(3)
+    for _ in range(300):
+        m = PerfModel(
+            coef=[
+                rng.uniform(0.001, 0.02),
+                rng.uniform(0, 1e-4),
+                rng.uniform(0, 2e-4),
+                rng.uniform(0, 1e-8),
+                rng.uniform(0, 1e-7),
+                rng.uniform(0, 1e-4),
+            ],
+            knee=rng.choice([0, 64, 384, 1536]),
+        )
+        base = BatchShape.of([(rng.randint(1, 4000), 1) for _ in range(rng.randint(0, 64))])
+        ctx, cap = rng.randint(0, 3000), rng.randint(1, 5000)
+        limit = m.predict(base) + rng.uniform(-0.005, 0.2)
+        fitting = [n for n in range(1, cap + 1) if m.predict(_with_chunk(base, n, ctx)) <= limit]
+        assert m.max_prefill_tokens(base, limit, ctx, cap) == max(fitting, default=0)
