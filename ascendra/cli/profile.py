@@ -1,0 +1,96 @@
+"""`ascendra profile`: measure this machine with the real engine and write a PerfModel profile."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+
+from tqdm import tqdm
+
+from ascendra.engine.factory import DTYPES, torch_dtype
+from ascendra.metrics import format_table
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "profile",
+        help="time batches on the real engine and fit a performance profile",
+        description="Runs a spread of batches (prompt chunks, decode batches, hybrids) through "
+        "the real executor on this machine, fits the PerfModel by least squares "
+        "and writes the profile JSON that the simulator and the router use.",
+    )
+    p.add_argument(
+        "--model", default="default", help="'default' (SmolLM2), a HF folder, a .gguf or dummy:<shape>"
+    )
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads, as each serving instance uses")
+    p.add_argument("--num-blocks", type=int, default=2048, help="KV blocks of the executor under test")
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="a smaller spread (for tests and smoke runs)")
+    p.add_argument("--name", default=None, help="profile name (default: <hardware>-<model>)")
+    p.add_argument("--out", default="profile.json", help="where to write the profile (default: %(default)s)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ascendra.engine.profiler import batch_spread, fit_profile, time_batches
+    from ascendra.engine.torch_executor import TorchExecutor
+    from ascendra.model.loader import load_model
+
+    if args.threads < 1 or args.repeats < 1 or args.num_blocks < 1:
+        raise ValueError("--threads, --repeats and --num-blocks must be at least 1")
+    torch.set_num_threads(args.threads)
+    loaded = load_model(args.model, dtype=torch_dtype(args.dtype), device=args.device)
+    cfg = loaded.config
+    executor = TorchExecutor(
+        loaded.model, args.num_blocks, args.block_size, args.device, torch_dtype(args.dtype)
+    )
+    max_len = min(cfg.max_position_embeddings, args.num_blocks * args.block_size)
+    spread = batch_spread(max_len, quick=args.quick)
+    with tqdm(total=len(spread), desc="profiling", unit="batch") as bar:
+        points = time_batches(
+            executor,
+            spread,
+            vocab_size=cfg.vocab_size,
+            block_size=args.block_size,
+            repeats=args.repeats,
+            progress=bar.update,
+        )
+    hardware = f"{args.device}-{platform.machine()}-{args.threads}t"
+    model_name = "smollm2-135m" if args.model == "default" else str(args.model).rstrip("/").split("/")[-1]
+    perf = fit_profile(
+        points,
+        name=args.name or f"{hardware}-{model_name}-{args.dtype}",
+        hardware=hardware,
+        model=model_name,
+        num_kv_blocks=args.num_blocks,
+        block_size=args.block_size,
+        max_model_len=cfg.max_position_embeddings,
+        notes={
+            "source": "ascendra profile on this machine",
+            "dtype": args.dtype,
+            "threads": args.threads,
+            "points": len(points),
+        },
+    )
+    rows = [
+        {
+            "batch": p.label,
+            "measured ms": 1e3 * p.seconds,
+            "predicted ms": 1e3 * perf.predict(p.shape),
+            "error %": 100 * (perf.predict(p.shape) - p.seconds) / p.seconds,
+        }
+        for p in points
+    ]
+    print(format_table(rows, floatfmt=".3g"))
+    print(
+        f"\nfit MAPE {100 * perf.fit_mape:.1f}% on {len(points)} batches; held-out MAPE "
+        f"{100 * (perf.heldout_mape or 0):.1f}%  (knee {perf.knee} tokens)"
+    )
+    perf.save(args.out)
+    print(f"profile written to {args.out}")
+    return 0

@@ -1,0 +1,96 @@
+"""`ascendra profile`: time a spread of batches on the real executor and fit the PerfModel.
+
+Batches cover what the schedulers produce: prompt chunks of several sizes after several cached
+contexts, decode batches of several sizes and contexts, and Sarathi-style hybrids of both. Each
+is timed through `TorchExecutor.execute` (inputs, model, sampling: everything an iteration costs)
+after a warm-up, the median of a few repeats kept. A random share is held out of the fit and its
+error reported.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ascendra.core.batch import BatchShape, ScheduledBatch
+from ascendra.core.block_manager import BlockManager
+from ascendra.core.perf_model import PerfModel
+from ascendra.core.request import SLO, Request
+
+
+@dataclass
+class ProfilePoint:
+    shape: BatchShape
+    seconds: float
+    label: str
+
+
+def batch_spread(max_model_len: int, quick: bool = False) -> list[tuple[str, list[tuple[int, int]]]]:
+    """(label, [(num_computed, num_new) per sequence]) for every batch to time."""
+    cap = max_model_len - 1
+    chunks = [16, 64, 128, 256, 512] if quick else [8, 16, 32, 64, 128, 256, 384, 512, 768, 1024]
+    ctxs = [0, 512] if quick else [0, 256, 1024, 2048]
+    decode_bs = [1, 4, 16, 32] if quick else [1, 2, 4, 8, 16, 32, 48, 64]
+    decode_ctx = [64, 512] if quick else [64, 256, 1024, 2048]
+    spread = []
+    for n in chunks:
+        for c in ctxs:
+            if c + n <= cap:
+                spread.append((f"prefill {n}@{c}", [(c, n)]))
+    for b in decode_bs:
+        for c in decode_ctx:
+            spread.append((f"decode {b}x@{c}", [(c, 1)] * b))
+    for b in [4, 16] if quick else [4, 16, 32]:
+        for n in [64, 256] if quick else [32, 128, 256, 512]:
+            spread.append((f"hybrid {b}x@256+{n}", [(256, 1)] * b + [(0, n)]))
+    return [(label, [(min(c, cap - n), n) for c, n in seqs]) for label, seqs in spread]
+
+
+def time_batches(
+    executor,
+    spread: list[tuple[str, list[tuple[int, int]]]],
+    *,
+    vocab_size: int,
+    block_size: int,
+    repeats: int = 3,
+    progress: Callable[[], None] | None = None,
+    seed: int = 0,
+) -> list[ProfilePoint]:
+    """Run every batch of the spread through `executor` and return its median time."""
+    rng = random.Random(seed)
+    points = []
+    for label, seqs in spread:
+        bm = BlockManager(executor.num_blocks, block_size, watermark=0.0)
+        batch = ScheduledBatch()
+        for i, (computed, new) in enumerate(seqs):
+            ids = [rng.randrange(vocab_size) for _ in range(computed + new)]
+            r = Request(f"p{i}", 0.0, computed + new, 1, SLO(1.0, 1.0), prompt_token_ids=ids)
+            if computed and new == 1:  # a decode: the last token is an output token
+                r.prompt_len -= 1
+                r.output_token_ids = [ids[-1]]
+                r.prompt_token_ids = ids[:-1]
+            if not bm.can_allocate(r, computed + new):
+                raise ValueError(f"the KV pool ({executor.num_blocks} blocks) cannot hold batch {label!r}")
+            r.num_computed_tokens = 0
+            bm.allocate(r, computed + new)
+            r.num_computed_tokens = computed
+            batch.add(r, new)
+        executor.execute(batch)  # warm-up: allocator, caches
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            executor.execute(batch)
+            times.append(time.perf_counter() - t0)
+        for r in batch.requests:
+            executor.release(r.request_id)
+        points.append(ProfilePoint(batch.shape, statistics.median(times), label))
+        if progress is not None:
+            progress()
+    return points
+
+
+def fit_profile(points: list[ProfilePoint], **meta) -> PerfModel:
+    return PerfModel.fit([p.shape for p in points], [p.seconds for p in points], heldout=0.2, seed=0, **meta)
