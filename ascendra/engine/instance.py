@@ -21,9 +21,12 @@ class Executor(Protocol):
     def release(self, request_id: str) -> None: ...
 
 
-# Given a request, a function from each new token id to the text it adds (may be "" while a
-# multi-byte character is incomplete).
-DetokenizerFactory = Callable[[Request], Callable[[int], str]]
+class Detokenizer(Protocol):
+    def push(self, token_id: int) -> str: ...  # the text this token completes ("" mid-character)
+    def flush(self) -> str: ...  # whatever was held back, at the end of the stream
+
+
+DetokenizerFactory = Callable[[Request], Detokenizer]
 
 
 @dataclass
@@ -44,7 +47,7 @@ class RequestOutput:
 
 @dataclass
 class _TextState:
-    step: Callable[[int], str]
+    detok: Detokenizer
     text: str = ""
     sent: int = 0  # characters already streamed
 
@@ -139,8 +142,11 @@ class Instance:
         if st is None:
             return
         if token_id in req.stop_token_ids and req.status is RequestStatus.FINISHED_STOPPED:
-            return  # the EOS token is not part of the text
-        st.text += st.step(token_id)
+            o.text = st.text[st.sent :] + st.detok.flush()  # the EOS token itself is not text
+            return
+        st.text += st.detok.push(token_id)
+        if req.is_finished:
+            st.text += st.detok.flush()
         stops = getattr(req.params, "stop", None) or ()
         cut = -1
         for s in stops:

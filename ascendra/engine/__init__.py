@@ -1,0 +1,1 @@
+"""Engines: the executors an instance runs (TorchExecutor here)."""

@@ -1,0 +1,149 @@
+"""Build a real Instance from a picklable description, in whichever process will run it.
+
+The live server sends an `InstanceSpec` to each worker process (or Ray actor); the worker calls
+`build_instance` there, so model weights are loaded where they are used and never pickled. The server
+itself only needs the tokenizer (`load_tokenizer`) and the performance model (`resolve_perf_model`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ascendra.core.block_manager import BlockManager
+from ascendra.core.perf_model import PerfModel, shipped_profiles
+from ascendra.core.policies import make_scheduler
+from ascendra.core.request import Request
+from ascendra.core.scheduler import SchedulerConfig
+from ascendra.engine.instance import DetokenizerFactory, Instance
+
+DTYPES = ("float32", "bfloat16", "float16")
+CPU_PROFILE = "cpu-smollm2"
+# Rough single-thread CPU cost of SmolLM2-135M (float32), fitted by least squares on 40 timed
+# iterations of this engine on the 2-core shared VM (fit MAPE ~29% under contention). Used only when
+# no fitted profile is given or shipped; other models scale the per-token terms by parameter count.
+ROUGH_CPU_COEF = [0.028, 0.0031, 0.0007, 0.0, 0.0, 0.0177]
+ROUGH_CPU_KNEE = 384
+ROUGH_CPU_PARAMS = 134_515_008
+
+
+@dataclass
+class InstanceSpec:
+    """Everything needed to build one instance; plain data, so it crosses process boundaries."""
+
+    model: str = "default"  # "default" (SmolLM2 GGUF), a HF folder, a .gguf path, or "dummy:<shape>"
+    dtype: str = "float32"
+    device: str = "cpu"
+    num_blocks: int | None = None  # KV blocks; None: from kv_cache_memory
+    kv_cache_memory: int | str = "256MiB"
+    block_size: int = 16
+    policy: str = "sarathi"
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    perf_model: PerfModel | None = None  # resolved once in the server, shared by every instance
+    watermark: float = 0.01
+    threads: int = 1  # torch intra-op threads per instance process
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.threads < 1:
+            raise ValueError("an instance needs at least one torch thread")
+
+
+def torch_dtype(name: str):  # -> torch.dtype; torch imported lazily so the server stays light
+    import torch
+
+    return getattr(torch, name)
+
+
+def build_instance(spec: InstanceSpec) -> Instance:
+    """Load the model, allocate its paged KV cache and wire scheduler + executor into an Instance."""
+    import torch
+
+    from ascendra.engine.torch_executor import TorchExecutor, kv_blocks_for_memory
+    from ascendra.model.loader import load_model
+
+    torch.set_num_threads(spec.threads)
+    dtype = torch_dtype(spec.dtype)
+    loaded = load_model(spec.model, dtype=dtype, device=spec.device, seed=spec.seed)
+    num_blocks = spec.num_blocks or kv_blocks_for_memory(
+        loaded.config, spec.kv_cache_memory, spec.block_size, dtype
+    )
+    executor = TorchExecutor(loaded.model, num_blocks, spec.block_size, spec.device, dtype)
+    blocks = BlockManager(num_blocks, spec.block_size, spec.watermark)
+    scheduler = make_scheduler(spec.policy, spec.scheduler, blocks, spec.perf_model)
+    detok = _detokenizer_factory(loaded.tokenizer) if loaded.tokenizer is not None else None
+    return Instance(scheduler, executor, detok)
+
+
+def _detokenizer_factory(tokenizer) -> DetokenizerFactory:
+    def make(req: Request):  # one incremental detokenizer per request, primed with its prompt's tail
+        return tokenizer.detokenizer(req.prompt_token_ids or ())
+
+    return make
+
+
+@dataclass
+class ModelInfo:
+    """What the server process knows of the model without loading its weights."""
+
+    name: str
+    max_model_len: int
+    tokenizer: object | None  # ascendra.model.tokenizer.Tokenizer; None for dummy weights
+    num_params: int
+    kv_bytes_per_token: int  # at float32; divide by 2 for 16-bit dtypes
+
+
+def load_model_info(model: str) -> ModelInfo:
+    """The tokenizer (prompt encoding and chat template happen in the server) and the model's shape."""
+    from ascendra.model.config import ModelConfig, named_config
+    from ascendra.model.loader import default_model_path
+    from ascendra.model.tokenizer import Tokenizer
+
+    if model.startswith("dummy:"):
+        cfg = named_config(model.removeprefix("dummy:"))
+        return ModelInfo(model, cfg.max_position_embeddings, None, cfg.num_params, cfg.kv_bytes_per_token(4))
+    path = default_model_path() if model == "default" else Path(model).expanduser()
+    if path.is_file():
+        from ascendra.model.gguf_loader import gguf_config, open_gguf, read_metadata
+
+        reader = open_gguf(path)
+        meta = read_metadata(reader)
+        cfg = gguf_config(reader, meta)
+        tok = Tokenizer.from_gguf_metadata(meta)
+    elif path.is_dir():
+        import json
+
+        cfg = ModelConfig.from_hf_dict(json.loads((path / "config.json").read_text()))
+        has_tok = (path / "tokenizer.json").is_file()
+        tok = Tokenizer.from_hf_folder(path, cfg.eos_token_ids) if has_tok else None
+    else:
+        raise FileNotFoundError(f"model not found: {model!r} (give 'default', a HF folder, a .gguf file "
+                                f"or 'dummy:<shape>')")
+    name = "SmolLM2-135M-Instruct" if model == "default" else path.stem
+    return ModelInfo(name, cfg.max_position_embeddings, tok, cfg.num_params, cfg.kv_bytes_per_token(4))
+
+
+def load_tokenizer(model: str):
+    """The model's tokenizer (None for dummy weights)."""
+    return load_model_info(model).tokenizer
+
+
+def resolve_perf_model(profile: str | None, info: ModelInfo, device: str = "cpu") -> tuple[PerfModel, str]:
+    """The performance model the schedulers and the router project with, and where it came from:
+    the given profile (a path or a shipped name); else the shipped CPU profile for CPU; else a rough
+    built-in CPU estimate scaled by parameter count (said so in the returned description)."""
+    if profile:
+        pm = PerfModel.load(profile)
+        return replace(pm, max_model_len=min(pm.max_model_len, info.max_model_len)), f"profile {profile}"
+    if device == "cpu" and CPU_PROFILE in shipped_profiles():
+        pm = PerfModel.load(CPU_PROFILE)
+        return replace(pm, max_model_len=info.max_model_len), f"shipped profile {CPU_PROFILE}"
+    scale = max(info.num_params, 1) / ROUGH_CPU_PARAMS
+    coef = list(ROUGH_CPU_COEF)
+    for j in (1, 2, 5):  # per-token and per-sequence work grows with the weights
+        coef[j] *= scale
+    pm = PerfModel(coef=coef, knee=ROUGH_CPU_KNEE, name="rough-cpu", hardware="cpu", model=info.name,
+                   max_model_len=info.max_model_len)
+    return pm, "built-in rough CPU estimate (no fitted profile; run `ascendra profile` for one)"

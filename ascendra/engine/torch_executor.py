@@ -1,0 +1,132 @@
+"""TorchExecutor: runs one ScheduledBatch through the model over the paged KV cache and samples.
+
+It reads each request's token ids, `num_computed_tokens` and `block_ids`, and never changes the
+request: the scheduler's update applies the returned tokens. Per-request state (the sampling
+generator) lives here until `release`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ascendra.core.batch import ScheduledBatch
+from ascendra.core.request import Request
+from ascendra.model.attention import SeqChunk, build_metadata
+from ascendra.model.config import ModelConfig
+from ascendra.model.kv_cache import KVCache, num_blocks_for_memory, parse_bytes
+from ascendra.model.llama import LlamaForCausalLM
+from ascendra.model.sampling import GREEDY, SamplingParams, make_generator, sample
+
+
+@dataclass
+class ExecuteOutput:
+    token_ids: list[int | None]  # one per sequence: the sampled token, or None (prompt chunk not finished)
+    logprobs: list[float | None]
+
+
+class TorchExecutor:
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        num_blocks: int,
+        block_size: int = 16,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.model = model
+        self.device = torch.device(device) if device is not None else model.device
+        self.dtype = dtype or model.dtype
+        if self.device != model.device or self.dtype != model.dtype:
+            model.cast(self.dtype, self.device)
+        self.block_size = block_size
+        self.kv_cache = KVCache.allocate(model.config, num_blocks, block_size, self.dtype, self.device)
+        self._generators: dict[str, torch.Generator] = {}
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+    @property
+    def num_blocks(self) -> int:
+        return self.kv_cache.num_blocks
+
+    def execute(self, batch: ScheduledBatch) -> ExecuteOutput:
+        if batch.is_empty:
+            return ExecuteOutput([], [])
+        chunks: list[SeqChunk] = []
+        input_ids: list[int] = []
+        sample_rows: list[int] = []  # sequence index of each logits row
+        last_token: list[int] = []  # flattened row whose logits it samples from
+        offset = 0
+        for i, (req, n) in enumerate(zip(batch.requests, batch.num_new_tokens, strict=True)):
+            c = req.num_computed_tokens
+            if c + n > req.num_tokens:
+                raise ValueError(
+                    f"request {req.request_id}: {c}+{n} tokens scheduled but it has {req.num_tokens}"
+                )
+            input_ids.extend(_token_slice(req, c, n))
+            chunks.append(SeqChunk(req.block_ids, c, n))
+            offset += n
+            if c + n == req.num_tokens:
+                sample_rows.append(i)
+                last_token.append(offset - 1)
+        with torch.inference_mode():
+            meta = build_metadata(chunks, self.block_size, self.device)
+            ids = torch.tensor(input_ids, dtype=torch.long, device=self.device)
+            rows = torch.tensor(last_token, dtype=torch.long, device=self.device)
+            token_ids: list[int | None] = [None] * len(batch)
+            logprobs: list[float | None] = [None] * len(batch)
+            if not sample_rows:
+                self.model(ids, meta, self.kv_cache, rows)
+                return ExecuteOutput(token_ids, logprobs)
+            logits = self.model(ids, meta, self.kv_cache, rows)
+            params = [self._params(batch.requests[i].params) for i in sample_rows]
+            gens = [
+                None if p.greedy else self._generator(batch.requests[i].request_id, p)
+                for i, p in zip(sample_rows, params, strict=True)
+            ]
+            toks, lps = sample(logits, params, gens)
+        for i, t, lp in zip(sample_rows, toks, lps, strict=True):
+            token_ids[i], logprobs[i] = t, lp
+        return ExecuteOutput(token_ids, logprobs)
+
+    def release(self, request_id: str) -> None:
+        """Forget a finished or aborted request's sampling state."""
+        self._generators.pop(request_id, None)
+
+    @staticmethod
+    def _params(params: object) -> SamplingParams:
+        if params is None:
+            return GREEDY
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"request params must be SamplingParams or None, got {type(params).__name__}")
+        return params
+
+    def _generator(self, request_id: str, params: SamplingParams) -> torch.Generator:
+        gen = self._generators.get(request_id)
+        if gen is None:
+            gen = self._generators[request_id] = make_generator(params.seed, self.device)
+        return gen
+
+
+def _token_slice(req: Request, start: int, n: int) -> list[int]:
+    """req.all_token_ids()[start:start + n] without building the whole list every step."""
+    prompt = req.prompt_token_ids
+    if prompt is None:
+        raise ValueError(f"request {req.request_id} carries no token ids (a simulated request?)")
+    plen = len(prompt)
+    if start >= plen:
+        return req.output_token_ids[start - plen : start - plen + n]
+    if start + n <= plen:
+        return prompt[start : start + n]
+    return prompt[start:] + req.output_token_ids[: start + n - plen]
+
+
+def kv_blocks_for_memory(
+    config: ModelConfig, memory: int | str, block_size: int = 16, dtype: torch.dtype = torch.float32
+) -> int:
+    """Blocks that fit in `memory` bytes (an int, or a string like '2GiB' from `--kv-cache-memory`)."""
+    num_bytes = parse_bytes(memory) if isinstance(memory, str) else int(memory)
+    return num_blocks_for_memory(config, num_bytes, block_size, dtype)

@@ -1,0 +1,1 @@
+"""Llama-family model, paged KV cache, loaders, tokenizer and sampler."""
