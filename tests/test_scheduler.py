@@ -183,3 +183,26 @@ def test_stop_token_finishes_request():
 def test_unknown_policy_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown policy"):
         make_scheduler("fifo", SchedulerConfig(), BlockManager(4), PERF)
+
+
+def test_lp_learns_a_slowdown_and_shrinks_its_budget():
+    """Live iterations that take twice the prediction (a noisy neighbour) make the LP policy size
+    its prompt chunks for the time it really has, so the decodes keep their TBT."""
+    s = sched("ascendra-lp", max_num_batched_tokens=8192)
+    run_to_decode(s, *[req(f"d{i}", 50, out=1000, tbt=0.05) for i in range(8)])
+    s.add_request(req("p", 6000))
+    fair = s.schedule(1.0)
+    chunk = fair.num_new_tokens[-1]
+    s.update(fair, None, 1.0 + PERF.predict(fair.shape))
+    t = 2.0
+    for _ in range(30):  # decode-only iterations taking 2x what the model predicts
+        b = s.schedule(t)
+        b.requests, b.num_new_tokens = b.requests[:8], b.num_new_tokens[:8]  # keep "p" out
+        b.shape = type(b.shape).of([(r.num_computed_tokens, 1) for r in b.requests])
+        t += 2 * PERF.predict(b.shape)
+        s.update(b, None, t)
+    assert s.slowdown == pytest.approx(2.0, rel=0.01)
+    slow = s.schedule(t)
+    slow_chunk = dict(zip([r.request_id for r in slow.requests], slow.num_new_tokens, strict=True))["p"]
+    assert slow_chunk < chunk / 2
+    assert 2 * PERF.predict(slow.shape) <= 0.9 * 0.05 + 1e-9

@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads, as each serving instance uses")
-    p.add_argument("--num-blocks", type=int, default=2048, help="KV blocks of the executor under test")
+    p.add_argument("--num-blocks", type=int, default=4096, help="KV blocks of the executor under test")
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="a smaller spread (for tests and smoke runs)")
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         loaded.model, args.num_blocks, args.block_size, args.device, torch_dtype(args.dtype)
     )
     max_len = min(cfg.max_position_embeddings, args.num_blocks * args.block_size)
-    spread = batch_spread(max_len, quick=args.quick)
+    spread = batch_spread(max_len, quick=args.quick, max_tokens=args.num_blocks * args.block_size)
     with tqdm(total=len(spread), desc="profiling", unit="batch") as bar:
         points = time_batches(
             executor,

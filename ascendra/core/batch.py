@@ -50,6 +50,7 @@ class ScheduledBatch:
     num_new_tokens: list[int] = field(default_factory=list)
     shape: BatchShape = field(default_factory=BatchShape)
     preempted: list[Request] = field(default_factory=list)
+    start_time: float = 0.0  # the `now` it was scheduled at
 
     def add(self, request: Request, num_new: int) -> None:
         self.requests.append(request)

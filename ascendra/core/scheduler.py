@@ -17,6 +17,9 @@ from ascendra.core.perf_model import PerfModel
 from ascendra.core.queue import RequestQueue
 from ascendra.core.request import Request, RequestStatus
 
+SLOWDOWN_GAIN = 0.2  # weight of the newest iteration in the slowdown average
+SLOWDOWN_RANGE = (0.2, 10.0)  # one wild measurement (a descheduled process) moves it only so far
+
 
 @dataclass
 class SchedulerConfig:
@@ -79,6 +82,11 @@ class Scheduler:
         # Prompt tokens not yet computed, over waiting and partly prefilled requests: the router's
         # load signal, kept as a running sum so reading it costs nothing.
         self.pending_prefill_tokens = 0
+        # Measured over predicted iteration time, smoothed: what the performance model misses on
+        # this instance now (a noisy neighbour, a slower machine than profiled). Budgets and
+        # projections scale by it. In the simulator iterations take exactly the prediction, so it
+        # stays 1; live, it is learnt from the `now`s given to schedule and update, no clock read.
+        self.slowdown = 1.0
 
     # ---- policy hooks --------------------------------------------------------------------------
 
@@ -86,7 +94,13 @@ class Scheduler:
         return _arrival
 
     def schedule(self, now: float) -> ScheduledBatch:
-        raise NotImplementedError
+        """The batch of the next iteration, starting at `now`."""
+        batch = self._schedule(now)
+        batch.start_time = now
+        return batch
+
+    def _schedule(self, now: float) -> ScheduledBatch:
+        raise NotImplementedError  # the policy
 
     def prefill_rate(self, num_decodes: int, decode_context: int, min_tbt: float | None) -> PrefillRate:
         """How fast this policy gets through prompt tokens under the current decode load: the
@@ -104,7 +118,7 @@ class Scheduler:
             tokens * (tokens + 1) // 2,
             decode_context,
         )
-        return PrefillRate(tokens, perf.predict(full), perf.predict(base))
+        return PrefillRate(tokens, perf.predict(full) * self.slowdown, perf.predict(base) * self.slowdown)
 
     # ---- requests in and out -------------------------------------------------------------------
 
@@ -289,6 +303,11 @@ class Scheduler:
             finished.append(req)
         if finished:
             self.running = [r for r in self.running if r.status is running]
+        if self.perf_model is not None and batch.requests:
+            predicted = self.perf_model.predict(batch.shape)
+            if predicted > 0:
+                ratio = min(max((now - batch.start_time) / predicted, SLOWDOWN_RANGE[0]), SLOWDOWN_RANGE[1])
+                self.slowdown += SLOWDOWN_GAIN * (ratio - self.slowdown)
         return finished
 
     # ---- what the router reads -----------------------------------------------------------------

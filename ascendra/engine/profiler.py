@@ -28,8 +28,11 @@ class ProfilePoint:
     label: str
 
 
-def batch_spread(max_model_len: int, quick: bool = False) -> list[tuple[str, list[tuple[int, int]]]]:
-    """(label, [(num_computed, num_new) per sequence]) for every batch to time."""
+def batch_spread(
+    max_model_len: int, quick: bool = False, max_tokens: int | None = None
+) -> list[tuple[str, list[tuple[int, int]]]]:
+    """(label, [(num_computed, num_new) per sequence]) for every batch to time; batches holding
+    more than `max_tokens` KV tokens in all (the pool under test) are left out."""
     cap = max_model_len - 1
     chunks = [16, 64, 128, 256, 512] if quick else [8, 16, 32, 64, 128, 256, 384, 512, 768, 1024]
     ctxs = [0, 512] if quick else [0, 256, 1024, 2048]
@@ -46,7 +49,12 @@ def batch_spread(max_model_len: int, quick: bool = False) -> list[tuple[str, lis
     for b in [4, 16] if quick else [4, 16, 32]:
         for n in [64, 256] if quick else [32, 128, 256, 512]:
             spread.append((f"hybrid {b}x@256+{n}", [(256, 1)] * b + [(0, n)]))
-    return [(label, [(min(c, cap - n), n) for c, n in seqs]) for label, seqs in spread]
+    out = [(label, [(min(c, cap - n), n) for c, n in seqs]) for label, seqs in spread]
+    return [
+        (label, seqs)
+        for label, seqs in out
+        if max_tokens is None or sum(c + n + 16 for c, n in seqs) <= max_tokens
+    ]
 
 
 def time_batches(

@@ -98,13 +98,20 @@ class Scenario:
         return summarize(result.requests), result
 
 
+# A rate counts toward capacity only if the system also keeps up with it: a finite run above the
+# saturation rate can show high attainment while its backlog is still building.
+SUSTAINED_MIN = 0.95
+
+
 def _capacity_job(args: tuple) -> dict[float, CapacityResult]:
     scenario, system, targets, seeds, lo, hi, rel_tol = args
     memo: dict[tuple[float, int], float] = {}  # the targets' searches share the runs they both need
 
     def attainment_at(rate: float, seed: int) -> float:
         if (rate, seed) not in memo:
-            memo[rate, seed] = scenario.run(system, rate, seed)[0].attainment
+            summary, result = scenario.run(system, rate, seed)
+            sustained = sustained_share(result.requests) >= SUSTAINED_MIN
+            memo[rate, seed] = summary.attainment if sustained else 0.0
         return memo[rate, seed]
 
     return {
@@ -114,17 +121,20 @@ def _capacity_job(args: tuple) -> dict[float, CapacityResult]:
 
 def sustained_share(requests: list[Request]) -> float:
     """Output tokens produced during the middle half of the arrival window, over the output tokens
-    of the requests that arrived in it: about 1 while the system keeps up, below once its queue
-    grows. Tokens rather than requests, so a policy that starves long prompts under overload is
-    not credited for finishing more short ones."""
+    offered in that time (the run's offered token rate times the window): about 1 while the system
+    keeps up, below once its queue grows. Tokens rather than requests, so a policy that starves long
+    prompts under overload is not credited for finishing more short ones; the whole run's offered
+    rate rather than the window's own arrivals, so heavy-tailed output lengths do not make it noisy."""
     times = sorted(r.arrival_time for r in requests)
     if len(times) < 8:
         raise ValueError("need at least 8 requests to judge saturation")
-    t0 = times[0] + 0.25 * (times[-1] - times[0])
-    t1 = times[0] + 0.75 * (times[-1] - times[0])
-    offered = sum(r.max_tokens for r in requests if t0 <= r.arrival_time < t1)
+    span = times[-1] - times[0]
+    if span <= 0:
+        return 1.0
+    t0, t1 = times[0] + 0.25 * span, times[0] + 0.75 * span
+    offered = sum(r.max_tokens for r in requests) * (t1 - t0) / span
     produced = sum(1 for r in requests for t in r.token_times if t0 <= t < t1)
-    return produced / offered if offered else 1.0
+    return produced / offered
 
 
 def _saturation_job(args: tuple) -> CapacityResult:
@@ -150,7 +160,8 @@ def capacities(
     rel_tol: float = 0.03,
     workers: int = 2,
 ) -> list[dict[float, CapacityResult]]:
-    """Capacity of every system at every target attainment, systems searched in parallel."""
+    """Capacity of every system at every target attainment (at a rate it also sustains), systems
+    searched in parallel."""
     jobs = [(scenario, s, tuple(targets), seeds, lo, hi, rel_tol) for s in systems]
     return parallel_map(_capacity_job, jobs, workers)
 

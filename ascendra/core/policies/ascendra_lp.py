@@ -49,20 +49,37 @@ class AscendraLPScheduler(Scheduler):
         perf = self.perf_model
         assert perf is not None, "projections need a performance model"
         cfg = self.config
+        k = self.slowdown
         base = decode_shape(num_decodes, decode_context)
-        base_time = perf.predict(base)
+        base_time = perf.predict(base) * k
         limit = self.time_limit(min_tbt if num_decodes else None)
         if limit is None:
             tokens = cfg.max_idle_budget
-            return PrefillRate(tokens, perf.predict(BatchShape.of([(0, tokens)])), base_time)
-        tokens = perf.max_prefill_tokens(base, limit, 0, cfg.max_num_batched_tokens - num_decodes)
+            return PrefillRate(tokens, perf.predict(BatchShape.of([(0, tokens)])) * k, base_time)
+        tokens = perf.max_prefill_tokens(base, limit / k, 0, cfg.max_num_batched_tokens - num_decodes)
         return PrefillRate(tokens, max(limit, base_time), base_time)
 
-    def schedule(self, now: float) -> ScheduledBatch:
+    def _schedule(self, now: float) -> ScheduledBatch:
         batch = ScheduledBatch()
         prefilling = self._schedule_decodes(batch)
-        self._fill_prefills(batch, prefilling, self._chunk_limit(batch))
+        self._fill_prefills(batch, prefilling, self._chunk_limit(batch), defer=self._hopeless(now))
         return batch
+
+    def _hopeless(self, now: float) -> Callable[[Request], bool] | None:
+        """A request that would miss its TTFT deadline even if its prefill ran alone from now on
+        is deferred behind those that still can make theirs: it counts as a miss either way, and
+        serving it first would make others miss too. It is still served, only later."""
+        perf, k = self.perf_model, self.slowdown
+        if perf is None:
+            return None
+
+        def hopeless(req: Request) -> bool:
+            if req.output_token_ids:
+                return False  # preempted after its first token: no TTFT deadline left
+            n = req.num_remaining_prefill
+            return now + perf.predict_parts(n, 1, n * (n + 1) // 2, 0) * k > req.ttft_deadline
+
+        return hopeless
 
     def _chunk_limit(self, batch: ScheduledBatch) -> Callable[[Request], int]:
         cfg = self.config
@@ -72,6 +89,7 @@ class AscendraLPScheduler(Scheduler):
         if limit is None or perf is None:
             cap = cfg.max_idle_budget if limit is None else cfg.max_num_batched_tokens
             return lambda req: min(req.num_remaining_prefill, cap - batch.shape.num_tokens)
+        limit /= self.slowdown  # in the model's seconds
         return lambda req: perf.max_prefill_tokens(
             batch.shape,
             limit,

@@ -15,7 +15,7 @@ from ascendra.core.scheduler import Scheduler
 class SarathiScheduler(Scheduler):
     name = "sarathi"
 
-    def schedule(self, now: float) -> ScheduledBatch:
+    def _schedule(self, now: float) -> ScheduledBatch:
         batch = ScheduledBatch()
         prefilling = self._schedule_decodes(batch)
         budget = self.config.max_num_batched_tokens

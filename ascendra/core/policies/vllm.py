@@ -14,7 +14,7 @@ from ascendra.core.scheduler import PrefillRate, Scheduler
 class VLLMScheduler(Scheduler):
     name = "vllm"
 
-    def schedule(self, now: float) -> ScheduledBatch:
+    def _schedule(self, now: float) -> ScheduledBatch:
         batch = ScheduledBatch()
         budget = self.config.max_num_batched_tokens
         while self.waiting:
@@ -37,4 +37,7 @@ class VLLMScheduler(Scheduler):
         perf = self.perf_model
         assert perf is not None, "projections need a performance model"
         tokens = self.config.max_num_batched_tokens
-        return PrefillRate(tokens, perf.predict(BatchShape.of([(0, tokens)])), perf.predict(BatchShape()))
+        k = self.slowdown
+        return PrefillRate(
+            tokens, perf.predict(BatchShape.of([(0, tokens)])) * k, perf.predict(BatchShape()) * k
+        )
