@@ -72,10 +72,10 @@ class Router:
 
     def dispatch(self, request: Request, now: float) -> int:
         """Send a new request to the instance where its first token is projected soonest (the
-        queued prompt tokens ahead of it at that instance's prefill rate). Returns its index."""
-        best, best_t = 0, math.inf
-        if not any(self.alive):
-            raise RuntimeError("no live instance to dispatch to")
+        queued prompt tokens ahead of it at that instance's prefill rate); between equals (idle
+        instances, at low load) to the one running fewest requests, whose decodes it will share
+        iterations with. Returns its index."""
+        best, best_key = -1, (math.inf, math.inf)
         for i, view in enumerate(self.instances):
             if not self.alive[i]:
                 continue
@@ -83,8 +83,13 @@ class Router:
             t = _rate(view, snap).time_for(view.pending_prefill_tokens + request.num_remaining_prefill)
             if self.roles[i] == Role.HP:
                 t *= self.config.hp_dispatch_weight
-            if t < best_t or best_t == math.inf and not self.alive[best]:
-                best, best_t = i, t
+            # Microsecond rounding: a projection is no finer than that, and float noise must not
+            # decide between otherwise equal instances.
+            key = (round(t, 6), snap.num_decodes + len(snap.prefilling))
+            if best < 0 or key < best_key:
+                best, best_key = i, key
+        if best < 0:
+            raise RuntimeError("no live instance to dispatch to")
         self.instances[best].add_request(request)
         return best
 
