@@ -18,7 +18,8 @@ from ascendra.core.scheduler import SchedulerConfig
 from ascendra.engine.instance import DetokenizerFactory, Instance
 
 DTYPES = ("float32", "bfloat16", "float16")
-CPU_PROFILE = "cpu-smollm2"
+CPU_PROFILE = "cpu-smollm2"  # fitted for the default model on CPU
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 # Rough single-thread CPU cost of SmolLM2-135M (float32), fitted by least squares on 40 timed
 # iterations of this engine on the 2-core shared VM (fit MAPE ~29% under contention). Used only when
 # no fitted profile is given or shipped; other models scale the per-token terms by parameter count.
@@ -121,7 +122,7 @@ def load_model_info(model: str) -> ModelInfo:
     else:
         raise FileNotFoundError(f"model not found: {model!r} (give 'default', a HF folder, a .gguf file "
                                 f"or 'dummy:<shape>')")
-    name = "SmolLM2-135M-Instruct" if model == "default" else path.stem
+    name = DEFAULT_MODEL_NAME if model == "default" else path.stem
     return ModelInfo(name, cfg.max_position_embeddings, tok, cfg.num_params, cfg.kv_bytes_per_token(4))
 
 
@@ -132,12 +133,13 @@ def load_tokenizer(model: str):
 
 def resolve_perf_model(profile: str | None, info: ModelInfo, device: str = "cpu") -> tuple[PerfModel, str]:
     """The performance model the schedulers and the router project with, and where it came from:
-    the given profile (a path or a shipped name); else the shipped CPU profile for CPU; else a rough
+    the given profile (a path or a shipped name); else the shipped CPU profile for the default model on
+    CPU; else a rough
     built-in CPU estimate scaled by parameter count (said so in the returned description)."""
     if profile:
         pm = PerfModel.load(profile)
         return replace(pm, max_model_len=min(pm.max_model_len, info.max_model_len)), f"profile {profile}"
-    if device == "cpu" and CPU_PROFILE in shipped_profiles():
+    if device == "cpu" and info.name == DEFAULT_MODEL_NAME and CPU_PROFILE in shipped_profiles():
         pm = PerfModel.load(CPU_PROFILE)
         return replace(pm, max_model_len=info.max_model_len), f"shipped profile {CPU_PROFILE}"
     scale = max(info.num_params, 1) / ROUGH_CPU_PARAMS

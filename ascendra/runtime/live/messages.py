@@ -1,0 +1,108 @@
+"""What the server and the instance workers say to each other over zmq.
+
+Every message is one pickled dataclass (both ends are our own trusted processes; pickle carries
+SamplingParams and RequestOutput as they are). Server -> worker messages carry a sequence number;
+each report echoes the last one the worker applied, so the server knows which of its adds and steals
+a snapshot already reflects.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+from ascendra.engine.instance import RequestOutput
+
+# ---- server -> worker ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class AddRequest:
+    seq: int
+    request_id: str
+    arrival_time: float
+    prompt_token_ids: list[int]
+    max_tokens: int
+    ttft_slo: float
+    tbt_slo: float
+    stop_token_ids: frozenset[int]
+    params: Any  # SamplingParams
+    sent_at: float = 0.0
+
+
+@dataclass(slots=True)
+class Abort:
+    seq: int
+    request_id: str
+
+
+@dataclass(slots=True)
+class Steal:
+    """Hand back this request if it has not started (an offload to an HP instance)."""
+
+    seq: int
+    request_id: str
+
+
+@dataclass(slots=True)
+class Stop:
+    seq: int
+
+
+# ---- worker -> server ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class WaitingEntry:
+    request_id: str
+    remaining: int  # prompt tokens (and recomputed outputs after a preemption) still to compute
+    started: bool
+    num_output: int
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """The worker's queue as the router reads it (QueueSnapshot, by id) plus load gauges."""
+
+    waiting: list[WaitingEntry] = field(default_factory=list)  # in the order the policy serves them
+    prefilling: list[tuple[str, int]] = field(default_factory=list)  # (id, remaining prompt tokens)
+    num_decodes: int = 0
+    decode_context: int = 0
+    min_tbt: float | None = None
+    pending_prefill_tokens: int = 0
+    num_running: int = 0
+    blocks_used: int = 0
+    num_blocks: int = 1
+    num_preemptions: int = 0
+    num_steps: int = 0
+    # Policy state that prefill_rate reads (the Ascendra policies' tightest TTFT SLO seen).
+    min_ttft_slo: float | None = None
+
+
+@dataclass(slots=True)
+class Hello:
+    index: int
+    pid: int
+    num_blocks: int
+    host: str = ""
+
+
+@dataclass(slots=True)
+class Report:
+    index: int
+    acked_seq: int  # the last server message applied before this snapshot was taken
+    snapshot: Snapshot
+    outputs: list[RequestOutput] = field(default_factory=list)
+    received: list[tuple[str, float]] = field(default_factory=list)  # (request id, time it arrived here)
+    stolen: list[str] = field(default_factory=list)  # steals granted
+    refused: list[str] = field(default_factory=list)  # steals refused (started, finished or unknown)
+    step_error: str | None = None
+
+
+def encode(msg: object) -> bytes:
+    return pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode(data: bytes) -> object:
+    return pickle.loads(data)

@@ -1,0 +1,127 @@
+"""The router's view of an instance that runs in another process: a mirror of its latest snapshot.
+
+It implements the router's `InstanceView` protocol, so the live server runs the very Router the
+simulator runs. The worker reports its waiting queue by request id; the view maps the ids to the
+server's own mirror `Request` objects (whose token counts it sets to match the report) and adds what
+the server sent since that report (adds in transit) or is taking away (steals in flight). Moves the
+router makes through the view are optimistic: the cluster sends the messages and corrects the view
+when a worker refuses a steal.
+"""
+
+from __future__ import annotations
+
+from ascendra.core.queue import RequestQueue
+from ascendra.core.request import Request
+from ascendra.core.scheduler import PrefillRate, QueueSnapshot, Scheduler
+from ascendra.runtime.live.messages import Snapshot
+
+
+class RemoteInstanceView:
+    def __init__(self, scheduler: Scheduler, requests: dict[str, Request]) -> None:
+        # An empty scheduler of the instance's policy, config and perf model: `prefill_rate` and the
+        # waiting order are pure functions of it, so the router projects exactly as the worker plans.
+        self._sched = scheduler
+        self._requests = requests
+        self.report = Snapshot()
+        self.acked_seq = 0
+        self.in_transit: dict[str, tuple[int | None, Request]] = {}  # id -> (seq sent, or None yet)
+        self.stealing: set[str] = set()
+        self.pending_prefill_tokens = 0
+        self._waiting = RequestQueue(scheduler.waiting_key())
+        self._snap = QueueSnapshot([], [], 0, 0, None)
+
+    # ---- InstanceView ------------------------------------------------------------------------
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    def snapshot(self) -> QueueSnapshot:
+        return self._snap
+
+    def prefill_rate(self, num_decodes: int, decode_context: int, min_tbt: float | None) -> PrefillRate:
+        return self._sched.prefill_rate(num_decodes, decode_context, min_tbt)
+
+    def take_waiting(self, request: Request) -> bool:
+        rid = request.request_id
+        if request.started or rid in self.stealing or not self._waiting.remove(request):
+            return False
+        self.stealing.add(rid)
+        self.in_transit.pop(rid, None)
+        self.pending_prefill_tokens -= request.num_remaining_prefill
+        return True
+
+    def add_request(self, request: Request) -> None:
+        self.in_transit[request.request_id] = (None, request)
+        self._note_ttft_slo(request.slo.ttft)
+        self._waiting.push(request)
+        self.pending_prefill_tokens += request.num_remaining_prefill
+
+    # ---- what the cluster calls --------------------------------------------------------------
+
+    def mark_sent(self, request_id: str, seq: int) -> None:
+        if request_id in self.in_transit:
+            self.in_transit[request_id] = (seq, self.in_transit[request_id][1])
+
+    def forget(self, request_id: str) -> None:
+        """The request finished, was aborted, or moved: stop counting it here until a report says so."""
+        self.stealing.discard(request_id)
+        entry = self.in_transit.pop(request_id, None)
+        if entry is not None and self._waiting.remove(entry[1]):
+            self.pending_prefill_tokens -= entry[1].num_remaining_prefill
+
+    def update(self, report: Snapshot, acked_seq: int) -> None:
+        """Rebuild the mirror from a worker's report; adds it has applied leave the in-transit set."""
+        self.report = report
+        if report.min_ttft_slo is not None:
+            self._note_ttft_slo(report.min_ttft_slo)
+        self.acked_seq = max(self.acked_seq, acked_seq)
+        self.in_transit = {
+            rid: (s, r) for rid, (s, r) in self.in_transit.items() if s is None or s > self.acked_seq
+        }
+        reqs = self._requests
+        queue = RequestQueue(self._sched.waiting_key())
+        pending = report.pending_prefill_tokens
+        for e in report.waiting:
+            req = reqs.get(e.request_id)
+            if req is None or e.request_id in self.in_transit:
+                continue
+            _set_remaining(req, e.remaining)
+            req.started = e.started
+            if e.request_id in self.stealing:
+                pending -= e.remaining
+                continue
+            queue.push(req)
+        prefilling = []
+        for rid, remaining in report.prefilling:
+            req = reqs.get(rid)
+            if req is not None:
+                _set_remaining(req, remaining)
+                req.started = True
+                prefilling.append(req)
+        for _, req in self.in_transit.values():
+            queue.push(req)
+            pending += req.num_remaining_prefill
+        self._waiting = queue
+        self.pending_prefill_tokens = max(0, pending)
+        self._snap = QueueSnapshot(
+            queue.as_list(), prefilling, report.num_decodes, report.decode_context, report.min_tbt
+        )
+
+    def reset(self) -> None:
+        """The instance died: it holds nothing."""
+        self.in_transit.clear()
+        self.stealing.clear()
+        self.update(Snapshot(), self.acked_seq)
+
+    def _note_ttft_slo(self, ttft: float) -> None:
+        # The LP/HP policies size their budget by the tightest TTFT SLO they were given (state kept
+        # in the scheduler by add_request); mirror it so prefill_rate matches the worker's.
+        if hasattr(self._sched, "min_ttft_slo"):
+            cur = self._sched.min_ttft_slo
+            if cur is None or ttft < cur:
+                self._sched.min_ttft_slo = ttft
+
+
+def _set_remaining(req: Request, remaining: int) -> None:
+    req.num_computed_tokens = max(0, req.num_tokens - remaining)

@@ -1,0 +1,77 @@
+"""Plain data of the live cluster: its configuration, a request in flight, a worker's state, and the
+hooks through which the server observes the cluster (metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from ascendra.cluster.system import SystemConfig
+from ascendra.core.perf_model import PerfModel
+from ascendra.core.request import SLO, Request
+from ascendra.engine.factory import InstanceSpec
+from ascendra.engine.instance import RequestOutput
+from ascendra.runtime.live import messages as m
+from ascendra.runtime.live.launcher import WorkerHandle
+
+
+@dataclass
+class LiveConfig:
+    system: SystemConfig
+    spec: InstanceSpec  # the base spec; policy and scheduler config are set per role
+    perf_model: PerfModel
+    ray_address: str | None = None
+    # A worker that has sent nothing for this long is dead (an idle one reports every 0.5 s; a busy
+    # one after every iteration, which on CPU can take seconds).
+    heartbeat_timeout: float = 30.0
+    startup_timeout: float = 600.0
+
+
+@dataclass(eq=False)
+class Tracked:
+    """A request in flight, server side: its mirror for the router, its output queue for the client."""
+
+    add: m.AddRequest
+    request: Request
+    instance: int = -1
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    tokens_delivered: int = 0
+    done: bool = False
+
+
+@dataclass
+class WorkerState:
+    index: int
+    role: str
+    policy: str
+    handle: WorkerHandle
+    alive: bool = False
+    ready: bool = False
+    pid: int | None = None
+    host: str = ""
+    last_seen: float = 0.0
+    death: str | None = None
+
+
+class ClusterObserver:
+    """Hooks for metrics; the server overrides what it records."""
+
+    def on_report(self, worker: WorkerState, snapshot: m.Snapshot) -> None: ...
+    def on_finished(self, tracked: Tracked, output: RequestOutput) -> None: ...
+    def on_offload(self) -> None: ...
+    def on_dispatch_latency(self, seconds: float) -> None: ...
+    def on_dead(self, worker: WorkerState) -> None: ...
+    def on_reroute(self) -> None: ...
+
+
+def new_request(add: m.AddRequest) -> Request:
+    return Request(
+        add.request_id,
+        add.arrival_time,
+        len(add.prompt_token_ids),
+        add.max_tokens,
+        SLO(add.ttft_slo, add.tbt_slo),
+        prompt_token_ids=add.prompt_token_ids,
+        stop_token_ids=add.stop_token_ids,
+        params=add.params,
+    )

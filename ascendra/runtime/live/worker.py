@@ -1,0 +1,183 @@
+"""The instance worker: one Instance stepped on the wall clock, talking to the server over zmq.
+
+The same loop runs in a spawned OS process (`process_main`) and in a Ray actor (ray_workers.py).
+Each turn it drains the server's messages (blocking only while it has nothing to run), runs one
+iteration, and sends back the iteration's outputs with a snapshot of its queue. `time.time` is the
+one clock: arrivals stamped by the server, token times and `now` stamped here mean the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import zmq
+
+from ascendra.core.request import SLO, Request, RequestStatus
+from ascendra.core.scheduler import Scheduler
+from ascendra.engine.factory import InstanceSpec, build_instance
+from ascendra.engine.instance import Instance, RequestOutput
+from ascendra.runtime.live import messages as m
+
+HEARTBEAT_S = 0.5  # an idle worker still reports this often, so the server can tell it is alive
+
+
+def identity(index: int) -> bytes:
+    return f"instance-{index}".encode()
+
+
+def snapshot_of(sched: Scheduler, num_steps: int = 0) -> m.Snapshot:
+    snap = sched.snapshot()
+    bm = sched.block_manager
+    return m.Snapshot(
+        waiting=[
+            m.WaitingEntry(r.request_id, r.num_remaining_prefill, r.started, len(r.output_token_ids))
+            for r in snap.waiting
+        ],
+        prefilling=[(r.request_id, r.num_remaining_prefill) for r in snap.prefilling],
+        num_decodes=snap.num_decodes,
+        decode_context=snap.decode_context,
+        min_tbt=snap.min_tbt,
+        pending_prefill_tokens=sched.pending_prefill_tokens,
+        num_running=sched.num_running,
+        blocks_used=bm.num_blocks - bm.num_free_blocks,
+        num_blocks=bm.num_blocks,
+        num_preemptions=sched.num_preemptions,
+        num_steps=num_steps,
+        min_ttft_slo=getattr(sched, "min_ttft_slo", None),
+    )
+
+
+class WorkerLoop:
+    def __init__(
+        self, instance: Instance, sock: zmq.Socket, index: int, parent_pid: int | None = None
+    ) -> None:
+        self.instance = instance
+        self.sock = sock
+        self.index = index
+        self.parent_pid = parent_pid
+        self.acked_seq = 0
+        self.stopped = False
+        self._report = self._fresh()
+
+    def _fresh(self) -> m.Report:
+        return m.Report(self.index, 0, m.Snapshot())
+
+    def run(self) -> None:
+        last_sent = 0.0
+        while not self.stopped:
+            busy = self.instance.has_unfinished()
+            handled = self._drain(0 if busy else int(HEARTBEAT_S * 1000))
+            if self.stopped or self._orphaned():
+                break
+            if self.instance.has_unfinished():
+                self._step()
+            elif not handled and time.time() - last_sent < HEARTBEAT_S:
+                continue
+            self._send()
+            last_sent = time.time()
+
+    def _orphaned(self) -> bool:
+        # A process worker whose server died (even by SIGKILL) must not linger as an orphan.
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
+
+    def _drain(self, timeout_ms: int) -> bool:
+        handled = False
+        if not self.sock.poll(timeout_ms):
+            return False
+        while True:
+            try:
+                data = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return handled
+            handled = True
+            self._handle(m.decode(data))
+            if self.stopped:
+                return True
+
+    def _handle(self, msg: object) -> None:
+        rep, inst = self._report, self.instance
+        self.acked_seq = max(self.acked_seq, getattr(msg, "seq", 0))
+        if isinstance(msg, m.AddRequest):
+            rep.received.append((msg.request_id, time.time()))
+            try:
+                req = Request(
+                    msg.request_id,
+                    msg.arrival_time,
+                    len(msg.prompt_token_ids),
+                    msg.max_tokens,
+                    SLO(msg.ttft_slo, msg.tbt_slo),
+                    prompt_token_ids=list(msg.prompt_token_ids),
+                    stop_token_ids=msg.stop_token_ids,
+                    params=msg.params,
+                )
+                inst.add_request(req)
+            except ValueError as e:
+                rep.outputs.append(
+                    RequestOutput(
+                        msg.request_id,
+                        finished=True,
+                        finish_reason="error",
+                        error=f"instance {self.index} rejected the request: {e}",
+                    )
+                )
+        elif isinstance(msg, m.Abort):
+            inst.abort_request(msg.request_id)
+        elif isinstance(msg, m.Steal):
+            taken = inst.take_waiting(msg.request_id)
+            (rep.stolen if taken is not None else rep.refused).append(msg.request_id)
+        elif isinstance(msg, m.Stop):
+            self.stopped = True
+
+    def _step(self) -> None:
+        try:
+            self._report.outputs.extend(self.instance.step(time.time))
+        except Exception as e:  # a failing iteration must end its requests, not hang their clients
+            reason = f"instance {self.index} failed an iteration: {type(e).__name__}: {e}"
+            self._report.step_error = reason
+            for rid in list(self.instance.requests):
+                req = self.instance.abort_request(rid, RequestStatus.FINISHED_FAILED, reason)
+                self._report.outputs.append(
+                    RequestOutput(
+                        rid,
+                        finished=True,
+                        finish_reason="error",
+                        error=reason,
+                        num_prompt_tokens=req.prompt_len if req else 0,
+                        num_output_tokens=req.num_output_tokens if req else 0,
+                    )
+                )
+
+    def _send(self) -> None:
+        rep = self._report
+        rep.acked_seq = self.acked_seq
+        rep.snapshot = snapshot_of(self.instance.scheduler, self.instance.num_steps)
+        self.sock.send(m.encode(rep))
+        self._report = self._fresh()
+
+
+def serve_instance(spec: InstanceSpec, endpoint: str, index: int, parent_pid: int | None = None) -> None:
+    """Build the instance, connect to the server and run until told to stop."""
+    instance = build_instance(spec)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, identity(index))
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.connect(endpoint)
+    try:
+        bm = instance.scheduler.block_manager
+        sock.send(m.encode(m.Hello(index, os.getpid(), bm.num_blocks, socket.gethostname())))
+        WorkerLoop(instance, sock, index, parent_pid).run()
+    finally:
+        sock.close()
+        ctx.term()
+
+
+def process_main(spec: InstanceSpec, endpoint: str, index: int, parent_pid: int) -> None:
+    """Entry point of a spawned worker process."""
+    # Ctrl-C in a terminal signals the whole process group; the server stops the workers itself,
+    # after draining, so a worker must not die first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    serve_instance(spec, endpoint, index, parent_pid)

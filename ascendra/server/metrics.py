@@ -1,0 +1,101 @@
+"""Prometheus metrics of one server: a registry per app, fed by the live cluster's hooks."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ascendra.engine.instance import RequestOutput
+from ascendra.metrics.records import RequestRecord
+from ascendra.runtime.live.messages import Snapshot
+from ascendra.runtime.live.state import ClusterObserver, Tracked, WorkerState
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+class ServerMetrics(ClusterObserver):
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.ttft = Histogram("ascendra_ttft_seconds", "Time to first token", registry=r,
+                              buckets=LATENCY_BUCKETS)
+        self.tbt = Histogram("ascendra_tbt_seconds", "Gaps between consecutive output tokens", registry=r,
+                             buckets=LATENCY_BUCKETS)
+        self.attained = Counter("ascendra_slo_attained", "Finished requests that met an SLO "
+                                "(ttft, tbt, or both)", ["slo"], registry=r)
+        self.finished = Counter("ascendra_requests_finished", "Requests by finish reason", ["finish_reason"],
+                                registry=r)
+        self.offloads = Counter("ascendra_offloads", "Requests moved from an LP to an HP instance",
+                                registry=r)
+        self.reroutes = Counter("ascendra_reroutes", "Requests re-dispatched after their instance died",
+                                registry=r)
+        self.preemptions = Counter("ascendra_preemptions", "Preemptions (KV freed, recomputed later)",
+                                   ["instance"], registry=r)
+        labels = ["instance", "role"]
+        self.waiting = Gauge("ascendra_instance_waiting", "Requests waiting on an instance", labels,
+                             registry=r)
+        self.running = Gauge("ascendra_instance_running", "Requests running on an instance", labels,
+                             registry=r)
+        self.kv_usage = Gauge("ascendra_kv_usage_ratio", "Share of an instance's KV blocks in use", labels,
+                              registry=r)
+        self.blocks_used = Gauge("ascendra_kv_blocks_used", "KV blocks in use on an instance", labels,
+                                 registry=r)
+        self.steps = Gauge("ascendra_instance_steps", "Iterations an instance has run", labels, registry=r)
+        self.alive = Gauge("ascendra_instance_alive", "1 while the instance serves", labels, registry=r)
+        self.in_flight = Gauge("ascendra_requests_in_flight", "Requests accepted and not finished",
+                               registry=r)
+        self.overhead = Histogram("ascendra_server_overhead_seconds", "Server overhead: dispatch (HTTP "
+                                  "arrival to worker receipt) and stream (token produced to SSE chunk sent)",
+                                  ["stage"], registry=r, buckets=OVERHEAD_BUCKETS)
+        self._preempt_seen: dict[int, int] = {}
+        # Raw samples for benchmarks/server_overhead.py, bounded.
+        self.stream_latency: deque[float] = deque(maxlen=100_000)
+
+    # ---- ClusterObserver ---------------------------------------------------------------------
+
+    def on_report(self, worker: WorkerState, snap: Snapshot) -> None:
+        lab = (str(worker.index), worker.role)
+        self.waiting.labels(*lab).set(len(snap.waiting))
+        self.running.labels(*lab).set(snap.num_running)
+        self.kv_usage.labels(*lab).set(snap.blocks_used / max(1, snap.num_blocks))
+        self.blocks_used.labels(*lab).set(snap.blocks_used)
+        self.alive.labels(*lab).set(1)
+        self.steps.labels(*lab).set(snap.num_steps)
+        seen = self._preempt_seen.get(worker.index, 0)
+        if snap.num_preemptions > seen:
+            self.preemptions.labels(str(worker.index)).inc(snap.num_preemptions - seen)
+            self._preempt_seen[worker.index] = snap.num_preemptions
+
+    def on_dead(self, worker: WorkerState) -> None:
+        lab = (str(worker.index), worker.role)
+        for g in (self.waiting, self.running, self.kv_usage, self.blocks_used, self.alive):
+            g.labels(*lab).set(0)
+
+    def on_finished(self, tracked: Tracked, output: RequestOutput) -> None:
+        reason = output.finish_reason or "unknown"
+        self.finished.labels(reason).inc()
+        req = tracked.request
+        times = req.token_times
+        if times:
+            self.ttft.observe(times[0] - req.arrival_time)
+            for a, b in zip(times, times[1:], strict=False):
+                self.tbt.observe(b - a)
+        rec = RequestRecord(req.arrival_time, times, req.slo.ttft, req.slo.tbt, req.prompt_len,
+                            ok=reason in ("stop", "length"))
+        for name, met in (("ttft", rec.meets_ttft), ("tbt", rec.meets_tbt), ("both", rec.meets_both)):
+            if met:
+                self.attained.labels(name).inc()
+
+    def on_offload(self) -> None:
+        self.offloads.inc()
+
+    def on_reroute(self) -> None:
+        self.reroutes.inc()
+
+    def on_dispatch_latency(self, seconds: float) -> None:
+        self.overhead.labels("dispatch").observe(seconds)
+
+    def on_stream_latency(self, seconds: float) -> None:
+        self.overhead.labels("stream").observe(seconds)
+        self.stream_latency.append(seconds)

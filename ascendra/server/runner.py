@@ -1,0 +1,62 @@
+"""Run the app under uvicorn with a graceful drain on SIGTERM / Ctrl-C.
+
+On the first signal the server keeps listening but answers new requests with 503, lets the requests
+in flight finish for up to `drain_timeout` seconds, fails the rest with a clear error, and then shuts
+down (the app's lifespan stops the instance workers). A second signal skips the drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+log = logging.getLogger("ascendra.server")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout: float) -> None:
+        super().__init__(config)
+        self.app = app
+        self.drain_timeout = drain_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets=None) -> None:  # noqa: ANN001 - uvicorn's signature
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Not recorded in _captured_signals: uvicorn would re-raise the signal after a clean exit.
+        state = self.app.state.server
+        if state.draining or self._loop is None or self.drain_timeout <= 0:
+            if self.should_exit:
+                self.force_exit = True
+            self.should_exit = True
+            return
+        state.draining = True
+        self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain()))
+
+    async def _drain(self) -> None:
+        state = self.app.state.server
+        cluster = state.cluster
+        n = len(cluster.tracked)
+        log.info("draining: %d request(s) in flight, up to %.0f s", n, self.drain_timeout)
+        deadline = time.time() + self.drain_timeout
+        while cluster.tracked and time.time() < deadline and not self.should_exit:
+            await asyncio.sleep(0.05)
+        if cluster.tracked:
+            log.info("drain timeout: failing %d request(s)", len(cluster.tracked))
+            cluster.fail_all(f"the server shut down before the request finished (drain timeout "
+                             f"{self.drain_timeout:.0f} s)")
+            await asyncio.sleep(0.2)  # let the streams write their error events
+        self.should_exit = True
+
+
+def serve_app(app: FastAPI, host: str, port: int, drain_timeout: float, log_level: str = "info") -> None:
+    config = uvicorn.Config(app, host=host, port=port, loop="asyncio", log_level=log_level,
+                            timeout_graceful_shutdown=5, timeout_keep_alive=5)
+    DrainingServer(config, app, drain_timeout).run()

@@ -1,0 +1,144 @@
+"""Faults of the live server: client disconnects, a full KV pool, a dying instance, SIGTERM.
+
+One server for the module (SmolLM2, ascendra 1 LP + 1 HP, a tiny KV pool of 10 blocks x 16 tokens per
+instance); the tests run in file order and the last two take an instance and then the server down.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from ascendra.server.launch import ServerProcess, metric
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ServerProcess(["--instances", "2", "--hp-instances", "1", "--num-blocks", "10",
+                        "--drain-timeout", "20"]) as srv:
+        yield srv
+
+
+def metrics(server) -> str:
+    return httpx.get(server.url + "/metrics", timeout=10).text
+
+
+def wait_for(cond, timeout: float = 30.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_disconnect_mid_stream_aborts_and_frees_blocks(server):
+    body = {"model": MODEL, "prompt": "Write a long story about a dragon.", "max_tokens": 100,
+            "temperature": 0, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        got = [next(lines) for _ in range(6)]  # a few tokens in: the request holds KV blocks
+        assert any(x.startswith("data: {") for x in got)
+        assert metric(metrics(server), "ascendra_kv_blocks_used") > 0
+    # The connection is closed here: the server aborts the request and the worker frees its blocks.
+    assert wait_for(lambda: metric(metrics(server), "ascendra_kv_blocks_used") == 0, 20)
+    assert wait_for(lambda: metric(metrics(server), "ascendra_requests_in_flight") == 0, 5)
+    assert server.health()["requests_in_flight"] == 0
+
+
+def _complete(server, prompt: str, max_tokens: int, results: list, stream: bool = False) -> None:
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", timeout=120, max_retries=0)
+    try:
+        if stream:
+            text, reason = "", None
+            for c in client.completions.create(model=MODEL, prompt=prompt, max_tokens=max_tokens,
+                                               temperature=0, stream=True, extra_body={"ignore_eos": True}):
+                text += c.choices[0].text
+                reason = c.choices[0].finish_reason or reason
+            results.append(("ok", reason, text))
+        else:
+            r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=max_tokens, temperature=0,
+                                          extra_body={"ignore_eos": True})
+            results.append(("ok", r.choices[0].finish_reason, r.usage.completion_tokens))
+    except openai.APIError as e:
+        results.append(("error", type(e).__name__, str(e)))
+
+
+def test_full_kv_pool_preempts_and_finishes_every_request(server):
+    before = metric(metrics(server), "ascendra_preemptions_total")
+    results: list = []
+    # 6 requests of ~10 + 40 tokens (4 blocks each) against 2 pools of 10 blocks: they cannot all
+    # hold their KV at once, so the schedulers preempt (recompute) and still finish all of them.
+    threads = [threading.Thread(target=_complete, args=(server, f"Count to {k}:", 40, results))
+               for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(150)
+    assert len(results) == 6, results
+    assert all(r[0] == "ok" and r[1] == "length" and r[2] == 40 for r in results), results
+    assert metric(metrics(server), "ascendra_preemptions_total") > before
+    assert wait_for(lambda: metric(metrics(server), "ascendra_kv_blocks_used") == 0, 10)
+
+
+def test_killed_instance_fails_its_started_requests_and_the_rest_keep_working(server):
+    lp = server.health()["instances"][0]
+    results: list = []
+    threads = [threading.Thread(target=_complete, args=(server, f"Tell me about {w}.", 40, results, True))
+               for w in ("cats", "dogs", "birds")]
+    for t in threads:
+        t.start()
+    # Kill the LP instance once tokens are flowing (requests land on the LP first).
+    assert wait_for(lambda: metric(metrics(server), "ascendra_tbt_seconds_count", ) > 0 and
+                    metric(metrics(server), "ascendra_kv_blocks_used", instance="0") > 0, 60)
+    os.kill(lp["pid"], signal.SIGKILL)
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), "a stream hung after its instance died"
+    assert len(results) == 3
+    errors = [r for r in results if r[0] == "error"]
+    assert errors and all("instance 0 died" in r[2] for r in errors), results
+    assert all(r[1] == "length" for r in results if r[0] == "ok"), results
+    health = server.health()
+    assert health["status"] == "degraded"
+    assert [i["alive"] for i in health["instances"]] == [False, True]
+    # The server keeps serving on the HP instance.
+    after: list = []
+    _complete(server, "Hello", 5, after)
+    assert after == [("ok", "length", 5)]
+    assert metric(metrics(server), "ascendra_requests_finished_total", finish_reason="error") >= len(errors)
+
+
+def test_sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_cleanly(server):
+    pids = [i["pid"] for i in server.health()["instances"]]
+    results: list = []
+    t = threading.Thread(target=_complete, args=(server, "Describe the sea.", 30, results))
+    t.start()
+    assert wait_for(lambda: metric(metrics(server), "ascendra_requests_in_flight") > 0, 30)
+    server.proc.send_signal(signal.SIGTERM)
+    assert wait_for(lambda: httpx.get(server.url + "/health", timeout=5).status_code == 503, 10)
+    r = httpx.post(server.url + "/v1/completions", json={"model": MODEL, "prompt": "hi", "max_tokens": 2},
+                   timeout=10)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "draining"
+    t.join(60)
+    assert results == [("ok", "length", 30)]  # the in-flight request finished during the drain
+    assert server.proc.wait(60) == 0
+    for pid in pids:  # no orphan instance processes
+        assert wait_for(lambda pid=pid: not _alive(pid), 10), f"instance process {pid} outlived the server"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie has exited; its parent just has not reaped it
+        return f.read().split()[2] != "Z"

@@ -1,0 +1,172 @@
+"""The OpenAI-compatible server, end to end: a real `ascendra serve` (SmolLM2, one LP + one HP
+instance process) on loopback, driven by the official `openai` client and httpx."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from ascendra.server.launch import ServerProcess, metric
+
+MODEL = "SmolLM2-135M-Instruct"
+PROMPT = "The capital of France is"
+MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ServerProcess(["--instances", "2", "--hp-instances", "1", "--system", "ascendra"]) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="none", timeout=120, max_retries=0)
+
+
+def test_models_and_health(server, client):
+    assert [m.id for m in client.models.list().data] == [MODEL]
+    health = server.health()
+    assert health["status"] == "ok"
+    assert [i["role"] for i in health["instances"]] == ["lp", "hp"]
+    assert all(i["alive"] and i["pid"] for i in health["instances"])
+
+
+def test_completion_text_usage_and_stream_match(client):
+    full = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0)
+    text = full.choices[0].text
+    assert "Paris" in text  # greedy SmolLM2 answers it
+    assert full.choices[0].finish_reason == "length"
+    assert full.usage.completion_tokens == 8
+    assert full.usage.prompt_tokens == 5
+    assert full.usage.total_tokens == 13
+    chunks = list(client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0,
+                                            stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].usage.completion_tokens == 8 and not chunks[-1].choices
+
+
+def test_chat_stream_equals_non_stream(client):
+    full = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=10, temperature=0)
+    text = full.choices[0].message.content
+    assert full.choices[0].message.role == "assistant"
+    assert len(text.split()) >= 3
+    assert full.usage.prompt_tokens > 10  # the chat template wraps the question
+    stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_completion_tokens=10,
+                                            temperature=0, stream=True)
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == text
+
+
+def test_chat_without_max_tokens_stops_at_end_of_turn(client):
+    r = client.chat.completions.create(model=MODEL, messages=MESSAGES, temperature=0)
+    assert r.choices[0].finish_reason == "stop"  # the end-of-turn token, not a length cut
+    assert "Paris" in r.choices[0].message.content and "<|im_end|>" not in r.choices[0].message.content
+    assert r.usage.completion_tokens < 100
+
+
+def test_seeded_sampling_is_reproducible_and_stop_strings_cut(client):
+    kw = dict(model=MODEL, prompt="Once upon a time", max_tokens=10, temperature=1.0, top_p=0.9, seed=7)
+    a, b = (client.completions.create(**kw).choices[0].text for _ in range(2))
+    assert a == b
+    full = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0)
+    stop = full.choices[0].text.strip()[:3]  # cut at the first word of the greedy answer
+    cut = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0, stop=[stop])
+    assert cut.choices[0].finish_reason == "stop"
+    assert stop not in cut.choices[0].text
+    assert full.choices[0].text.startswith(cut.choices[0].text)
+
+
+def test_logprobs(client):
+    r = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=3, temperature=0, logprobs=0)
+    lp = r.choices[0].logprobs
+    assert len(lp.token_logprobs) == 3 and all(v <= 0 for v in lp.token_logprobs)
+    assert "".join(lp.tokens) == r.choices[0].text
+    c = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=3, temperature=0,
+                                       logprobs=True)
+    assert len(c.choices[0].logprobs.content) == 3
+
+
+BAD = [
+    ("/v1/completions", b"{not json", 400, None),
+    ("/v1/completions", {"prompt": 42}, 400, "prompt"),
+    ("/v1/completions", {"prompt": ""}, 400, "prompt"),
+    ("/v1/completions", {"prompt": ["a", "b"]}, 400, "prompt"),
+    ("/v1/completions", {"prompt": "hi", "max_tokens": 0}, 400, "max_tokens"),
+    ("/v1/completions", {"prompt": "hi", "max_tokens": "5"}, 400, "max_tokens"),
+    ("/v1/completions", {"prompt": "hi", "max_tokens": 10**6}, 400, "max_tokens"),
+    ("/v1/completions", {"prompt": "hi", "temperature": -0.5}, 400, "temperature"),
+    ("/v1/completions", {"prompt": "hi", "top_p": 0}, 400, "top_p"),
+    ("/v1/completions", {"prompt": "hi", "top_p": 1.5}, 400, "top_p"),
+    ("/v1/completions", {"prompt": "hi", "n": 2}, 400, "n"),
+    ("/v1/completions", {"prompt": "hi", "stream": "yes"}, 400, "stream"),
+    ("/v1/completions", {"prompt": "hi", "model": "gpt-4"}, 404, "model"),
+    ("/v1/completions", {"prompt": "hi", "ttft_slo_ms": -1}, 400, "ttft_slo_ms"),
+    ("/v1/chat/completions", {"messages": []}, 400, "messages"),
+    ("/v1/chat/completions", {"messages": [{"content": "no role"}]}, 400, "messages"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "param"), BAD)
+def test_bad_input_gets_openai_error(server, path, body, status, param):
+    kw = {"content": body} if isinstance(body, bytes) else {"json": body}
+    r = httpx.post(server.url + path, timeout=30, headers={"content-type": "application/json"}, **kw)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and err["message"]
+    assert err["param"] == param
+
+
+def test_unknown_route_and_client_error_types(server, client):
+    r = httpx.get(server.url + "/v1/nothing", timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["message"]
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="nope", prompt="hi", max_tokens=2)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2, n=3)
+
+
+def test_metrics_count_requests_and_slos(server, client):
+    before = httpx.get(server.url + "/metrics", timeout=10).text
+    client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, temperature=0,
+                              extra_body={"ttft_slo_ms": 60000, "tbt_slo_ms": 60000})
+    after = httpx.get(server.url + "/metrics", timeout=10).text
+    for name, labels in (("ascendra_requests_finished_total", {"finish_reason": "length"}),
+                         ("ascendra_slo_attained_total", {"slo": "both"}),
+                         ("ascendra_ttft_seconds_count", {})):
+        assert metric(after, name, **labels) == metric(before, name, **labels) + 1, name
+    assert metric(after, "ascendra_tbt_seconds_count") == metric(before, "ascendra_tbt_seconds_count") + 3
+    assert metric(after, "ascendra_kv_blocks_used") == 0  # nothing in flight holds KV blocks
+
+
+def test_remote_views_give_the_router_the_local_schedulers_decision():
+    """The server's mirrors of a worker's report make the same offload the simulator makes on the
+    real schedulers (tests/test_router.py), and an in-flight steal is not undone by a stale report."""
+    from ascendra.cluster.router import Role, Router, RouterConfig
+    from ascendra.core.request import Request
+    from ascendra.runtime.live.remote_view import RemoteInstanceView
+    from ascendra.runtime.live.worker import snapshot_of
+    from tests.test_scheduler import req, sched
+
+    lp = sched("ascendra-lp", max_num_batched_tokens=2048)
+    queued = [req(f"q{i}", 1000, ttft=100.0) for i in range(20)]
+    for r in [*queued, req("urgent", 1500, ttft=0.5), req("relaxed", 1600, ttft=100.0)]:
+        lp.add_request(r)
+    mirrors = {r.request_id: Request(r.request_id, r.arrival_time, r.prompt_len, r.max_tokens, r.slo)
+               for r in lp.waiting}
+    views = [RemoteInstanceView(sched(p, max_num_batched_tokens=2048), mirrors)
+             for p in ("ascendra-lp", "ascendra-hp")]
+    views[0].update(snapshot_of(lp), acked_seq=0)
+    router = Router(views, [Role.LP, Role.HP], RouterConfig(offload=True, offload_margin=0.2))
+    moves = router.check_offloads(0, now=0.0)
+    assert [(r.request_id, h) for r, h in moves] == [("urgent", 1)]
+    assert views[0].stealing == {"urgent"} and "urgent" in views[1].in_transit
+    assert views[0].pending_prefill_tokens == 20 * 1000 + 1600
+    assert views[1].pending_prefill_tokens == 1500
+    views[0].update(snapshot_of(lp), acked_seq=0)  # the worker has not applied the steal yet
+    assert "urgent" not in [r.request_id for r in views[0].snapshot().waiting]
+    assert views[0].pending_prefill_tokens == 20 * 1000 + 1600
+    assert router.check_offloads(0, now=0.0) == []  # no second steal of the same request
