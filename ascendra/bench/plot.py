@@ -9,18 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ascendra.bench.report import BenchReport
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+from ascendra.metrics.plot import save_figure
 
 
 def plot_compare(
@@ -51,7 +43,7 @@ def plot_compare(
     for ax in (ax_att, ax_good):
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_run(report: BenchReport, path: str | Path) -> Path:
@@ -70,4 +62,4 @@ def plot_run(report: BenchReport, path: str | Path) -> Path:
         ax.set(xlabel=name, ylabel="share of requests", ylim=(0, 1.02))
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
