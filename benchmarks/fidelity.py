@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -39,6 +40,7 @@ from ascendra.runtime.sim import simulate
 from ascendra.workload import make_workload, to_requests
 
 SYSTEMS = ("vllm", "sarathi", "ascendra")
+NUM_BLOCKS = 512  # KV blocks per instance, live and simulated alike
 
 
 def ascendra_cmd(*args: str) -> list[str]:
@@ -67,17 +69,19 @@ def run_live(system: str, items, slo: SLO, profile_path: Path, port: int, budget
         "2",
         "--profile",
         str(profile_path),
+        "--num-blocks",
+        str(NUM_BLOCKS),
         "--ttft-slo-ms",
         str(1e3 * slo.ttft),
         "--tbt-slo-ms",
         str(1e3 * slo.tbt),
-        "--token-budget",
-        str(budget),
         "--threads-per-instance",
         "1",
     ]
     if system == "ascendra":
         args += ["--hp-instances", "1"]
+    if system == "sarathi":  # vllm runs unchunked (budget = context); ascendra sizes its own
+        args += ["--token-budget", str(budget)]
     proc = subprocess.Popen(ascendra_cmd(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -132,7 +136,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prof_path = Path(args.profile) if args.profile else out / "cpu-profile.json"
-    perf = profile(prof_path)
+    perf = replace(profile(prof_path), num_kv_blocks=NUM_BLOCKS)
     from ascendra.core.perf_model import isolated_decode_time
 
     dec = isolated_decode_time(perf, 256)
@@ -147,7 +151,8 @@ def main() -> None:
     rows, cdfs, figures = [], {}, {}
     for system in [s for s in args.systems.split(",") if s]:
         live, counters = run_live(system, items, slo, prof_path, args.port, args.token_budget)
-        cfg = SystemConfig(system, 2, num_hp=1 if system == "ascendra" else 0, token_budget=args.token_budget)
+        budget = args.token_budget if system == "sarathi" else None
+        cfg = SystemConfig(system, 2, num_hp=1 if system == "ascendra" else 0, token_budget=budget)
         res = simulate(cfg, perf, to_requests(items, lambda it: slo))
         sl, ss = summarize(live), summarize(res.requests)
         cdfs[f"{system} live"] = [r.ttft for r in live if r.ttft is not None]
