@@ -54,9 +54,6 @@ def build_request(
             f"prompt + max_tokens = {total} tokens does not fit the KV cache of {num_kv_tokens} "
             "tokens; give the instance more KV memory"
         )
-    stop_ids = set(params.stop_token_ids)
-    if not params.ignore_eos:
-        stop_ids |= eos_token_ids
     return Request(
         request_id,
         arrival_time,
@@ -64,7 +61,7 @@ def build_request(
         params.max_tokens,
         slo,
         prompt_token_ids=list(prompt_ids),
-        stop_token_ids=frozenset(stop_ids),
+        stop_token_ids=params.stop_ids(eos_token_ids),
         params=params,
     )
 

@@ -39,6 +39,11 @@ class SamplingParams:
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError("stop must be a list of non-empty strings")
 
+    def stop_ids(self, eos_token_ids: frozenset[int] = frozenset()) -> frozenset[int]:
+        """The token ids that end a request: its own, plus the model's EOS unless ignore_eos."""
+        ids = frozenset(self.stop_token_ids)
+        return ids if self.ignore_eos else ids | eos_token_ids
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0 or self.top_k == 1

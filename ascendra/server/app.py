@@ -129,7 +129,7 @@ async def _generate(state: ServerState, request: Request, chat: bool) -> Respons
     parsed = parse_request(parse_json(await request.body()), chat, state.limits, state.config.tokenizer)
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
     tok = state.config.tokenizer
-    stop_ids = frozenset() if parsed.params.ignore_eos or tok is None else frozenset(tok.eos_token_ids)
+    stop_ids = parsed.params.stop_ids(frozenset() if tok is None else tok.eos_token_ids)
     add = AddRequest(0, rid, arrival, parsed.prompt_token_ids, parsed.params.max_tokens, parsed.ttft_slo,
                      parsed.tbt_slo, stop_ids, parsed.params)
     tracked = cluster.submit(add)
