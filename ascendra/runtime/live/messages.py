@@ -78,6 +78,7 @@ class Snapshot:
     num_steps: int = 0
     # Policy state that prefill_rate reads (the Ascendra policies' tightest TTFT SLO seen).
     min_ttft_slo: float | None = None
+    slowdown: float = 1.0  # the worker scheduler's learnt measured/predicted iteration time
 
 
 @dataclass(slots=True)

@@ -75,6 +75,8 @@ class RemoteInstanceView:
         self.report = report
         if report.min_ttft_slo is not None:
             self._note_ttft_slo(report.min_ttft_slo)
+        # The router projects with the time the worker really takes, as the worker plans with it.
+        self._sched.slowdown = report.slowdown
         self.acked_seq = max(self.acked_seq, acked_seq)
         self.in_transit = {
             rid: (s, r) for rid, (s, r) in self.in_transit.items() if s is None or s > self.acked_seq

@@ -47,6 +47,7 @@ def snapshot_of(sched: Scheduler, num_steps: int = 0) -> m.Snapshot:
         num_preemptions=sched.num_preemptions,
         num_steps=num_steps,
         min_ttft_slo=getattr(sched, "min_ttft_slo", None),
+        slowdown=sched.slowdown,
     )
 
 
