@@ -137,18 +137,6 @@ def sustained_share(requests: list[Request]) -> float:
     return produced / offered
 
 
-def _saturation_job(args: tuple) -> CapacityResult:
-    scenario, system, seeds, lo, hi, rel_tol = args
-    # saturation_rate divides by the rate: hand it the share times the rate.
-    return saturation_rate(
-        lambda rate, seed: rate * sustained_share(scenario.run(system, rate, seed)[1].requests),
-        seeds=seeds,
-        lo=lo,
-        hi=hi,
-        rel_tol=rel_tol,
-    )
-
-
 def capacities(
     scenario: Scenario,
     systems: list[SystemConfig],
@@ -176,7 +164,14 @@ def saturation(
     rel_tol: float = 0.03,
 ) -> CapacityResult:
     """The no-SLO saturation rate: the highest offered rate the system keeps up with."""
-    return _saturation_job((scenario, system, seeds, lo, hi, rel_tol))
+    # saturation_rate divides by the rate: hand it the sustained share times the rate.
+    return saturation_rate(
+        lambda rate, seed: rate * sustained_share(scenario.run(system, rate, seed)[1].requests),
+        seeds=seeds,
+        lo=lo,
+        hi=hi,
+        rel_tol=rel_tol,
+    )
 
 
 def parallel_map(fn: Callable, jobs: list, workers: int) -> list:
