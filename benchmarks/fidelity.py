@@ -32,7 +32,7 @@ from ascendra.bench.prompts import PromptBuilder
 from ascendra.bench.report import to_record
 from ascendra.bench.runner import RunOptions, build_requests, run_requests
 from ascendra.cluster.system import SystemConfig
-from ascendra.core.perf_model import PerfModel
+from ascendra.core.perf_model import PerfModel, isolated_decode_time
 from ascendra.core.request import SLO
 from ascendra.metrics import format_table, summarize, write_json
 from ascendra.metrics.plot import plot_cdf
@@ -137,7 +137,6 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     prof_path = Path(args.profile) if args.profile else out / "cpu-profile.json"
     perf = replace(profile(prof_path), num_kv_blocks=NUM_BLOCKS)
-    from ascendra.core.perf_model import isolated_decode_time
 
     dec = isolated_decode_time(perf, 256)
     slo = SLO(args.ttft_slo or 10 * dec, args.tbt_slo or 5 * dec)
