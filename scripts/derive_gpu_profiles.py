@@ -422,7 +422,7 @@ def derive(data: Path, out: Path, n: int, seed: int) -> None:
         in_range = [t for t in lin.tokens if t <= m.max_chunk]  # the fit saw batches up to max_chunk tokens
         pred = [pm.predict(BatchShape(num_tokens=int(t), num_seqs=1)) for t in in_range]
         print(
-            f"\n## {name}: knee={pm.knee} coef={[f'{c:.3g}' for c in pm.coef]} kv_blocks={blocks} "
+            f"\n## {name}: knees={pm.knees} coef={[f'{c:.3g}' for c in pm.coef]} kv_blocks={blocks} "
             f"(KV {mem['kv_gib']:.1f} GiB)"
         )
         print(

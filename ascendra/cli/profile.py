@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     model_name = "smollm2-135m" if args.model == "default" else str(args.model).rstrip("/").split("/")[-1]
     perf = fit_profile(
         points,
+        args.device,
         name=args.name or f"{hardware}-{model_name}-{args.dtype}",
         hardware=hardware,
         model=model_name,
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(rows, floatfmt=".3g"))
     print(
         f"\nfit MAPE {100 * perf.fit_mape:.1f}% on {len(points)} batches; held-out MAPE "
-        f"{100 * (perf.heldout_mape or 0):.1f}%  (knee {perf.knee} tokens)"
+        f"{100 * (perf.heldout_mape or 0):.1f}%  (knees {perf.knees} tokens)"
     )
     perf.save(args.out)
     print(f"profile written to {args.out}")

@@ -3,19 +3,22 @@
 A linear model over a few physical features (DistServe's simulator and Sarathi-Serve's deadline
 scheduler use the same shape):
 
-    t = c0 + c_tok * T + c_knee * max(0, T - knee) + c_pattn * prefill_attn_work
-          + c_dctx * decode_context + c_seq * num_seqs
+    t = c0 + g(T) + c_pattn * prefill_attn_work + c_dctx * decode_context + c_seq * num_seqs
+    g(T) = c_tok * T + sum_j c_j * max(0, T - knee_j)
 
-T is the batch's token count: the linear layers cost ~c_tok per token, and on a GPU they are
-memory-bound (flat) until T passes a knee, which the hinge term captures. The two attention terms
-are FLOPs for prompt chunks and KV bytes for decodes. `fit` picks the knee from a grid and solves
-least squares with non-negative coefficients.
+T is the batch's token count and g the cost of the linear layers: piecewise linear in T, never
+falling as T grows. On a GPU the layers are memory-bound (flat) until T passes one knee, then
+compute-bound (steep). On a CPU the BLAS picks different kernels by row count: here one or two rows
+cost the same, four cost 1.7x as much, and large batches settle to a steady per-token cost, so a
+CPU profile uses several knees. The two attention terms are FLOPs for prompt chunks and KV bytes
+for decodes. `fit` solves least squares on relative error with non-negative segment slopes.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,13 +27,20 @@ import numpy as np
 
 from ascendra.core.batch import BatchShape
 
-FEATURES = ("intercept", "num_tokens", "tokens_over_knee", "prefill_attn_work", "decode_context", "num_seqs")
 KNEE_GRID = (0, 16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+# Knees for a CPU profile: every row-count regime of the BLAS, then the per-token steady state.
+CPU_KNEES = (2, 3, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
-def features(shape: BatchShape, knee: int) -> list[float]:
-    t = shape.num_tokens
-    return [1.0, t, max(0, t - knee), shape.prefill_attn_work, shape.decode_context, shape.num_seqs]
+def feature_names(knees: Sequence[int]) -> list[str]:
+    return [
+        "intercept",
+        "num_tokens",
+        *(f"tokens_over_{k}" for k in knees),
+        "prefill_attn_work",
+        "decode_context",
+        "num_seqs",
+    ]
 
 
 def mape(predicted: Sequence[float], measured: Sequence[float]) -> float:
@@ -40,8 +50,10 @@ def mape(predicted: Sequence[float], measured: Sequence[float]) -> float:
 
 @dataclass
 class PerfModel:
+    """`coef` is [c0, c_tok, c_j for each knee, c_pattn, c_dctx, c_seq] (see the module doc)."""
+
     coef: list[float]
-    knee: int = 0
+    knees: list[int] = field(default_factory=list)
     name: str = "unnamed"
     hardware: str = ""
     model: str = ""
@@ -55,36 +67,52 @@ class PerfModel:
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if len(self.coef) != len(FEATURES):
-            raise ValueError(f"PerfModel needs {len(FEATURES)} coefficients {FEATURES}, got {len(self.coef)}")
-        self._c = tuple(float(c) for c in self.coef)
+        self.knees = [int(k) for k in self.knees]
+        if self.knees != sorted(set(self.knees)) or any(k < 0 for k in self.knees):
+            raise ValueError(f"knees must be distinct, ascending and non-negative, got {self.knees}")
+        n = len(feature_names(self.knees))
+        if len(self.coef) != n:
+            raise ValueError(
+                f"PerfModel with {len(self.knees)} knees needs {n} coefficients, got {len(self.coef)}"
+            )
+        c = [float(x) for x in self.coef]
+        self._c0, (self._cp, self._cd, self._cs) = c[0], c[-3:]
+        # g(T) on segment j (knees[j-1] < T <= knees[j]) is _g[j] + _s[j] * (T - _b[j]): one
+        # bisect per prediction however many knees there are.
+        self._b, self._g, self._s = [0], [0.0], [c[1]]
+        for k, inc in zip(self.knees, c[2:-3], strict=True):
+            self._g.append(self._g[-1] + self._s[-1] * (k - self._b[-1]))
+            self._b.append(k)
+            self._s.append(self._s[-1] + inc)
+        if min(self._s) < -1e-12:
+            raise ValueError("the token cost must not fall as the batch grows (a segment slope is negative)")
+
+    def token_cost(self, num_tokens: int) -> float:
+        """g(T): the linear layers' share of an iteration of `num_tokens` tokens."""
+        j = bisect_left(self.knees, num_tokens)
+        return self._g[j] + self._s[j] * (num_tokens - self._b[j])
 
     def predict(self, shape: BatchShape) -> float:
-        c0, ct, ck, cp, cd, cs = self._c
-        t = shape.num_tokens
-        over = t - self.knee
         return (
-            c0
-            + ct * t
-            + (ck * over if over > 0 else 0.0)
-            + cp * shape.prefill_attn_work
-            + cd * shape.decode_context
-            + cs * shape.num_seqs
+            self._c0
+            + self.token_cost(shape.num_tokens)
+            + self._cp * shape.prefill_attn_work
+            + self._cd * shape.decode_context
+            + self._cs * shape.num_seqs
         )
 
     def predict_parts(
         self, num_tokens: int, num_seqs: int, prefill_attn_work: float, decode_context: float
     ) -> float:
         """`predict` without building a BatchShape, for projections in hot loops."""
-        c0, ct, ck, cp, cd, cs = self._c
-        over = num_tokens - self.knee
+        j = bisect_left(self.knees, num_tokens)
         return (
-            c0
-            + ct * num_tokens
-            + (ck * over if over > 0 else 0.0)
-            + cp * prefill_attn_work
-            + cd * decode_context
-            + cs * num_seqs
+            self._c0
+            + self._g[j]
+            + self._s[j] * (num_tokens - self._b[j])
+            + self._cp * prefill_attn_work
+            + self._cd * decode_context
+            + self._cs * num_seqs
         )
 
     def max_prefill_tokens(
@@ -92,32 +120,24 @@ class PerfModel:
     ) -> int:
         """Largest prompt chunk, at most `cap`, after `context` cached tokens, that keeps the
         iteration within `time_limit` when added to a batch of shape `base`; 0 if none does."""
-        c0, ct, ck, cp, cd, cs = self._c
+        cp = self._cp
         t0, w0 = base.num_tokens, base.prefill_attn_work
-        fixed = c0 + cd * base.decode_context + cs * (base.num_seqs + 1)
+        fixed = self._c0 + self._cd * base.decode_context + self._cs * (base.num_seqs + 1) + cp * w0
 
         def cost(n: int) -> float:
-            t = t0 + n
-            over = t - self.knee
-            return (
-                fixed + ct * t + (ck * over if over > 0 else 0.0) + cp * (w0 + n * context + n * (n + 1) // 2)
-            )
+            return fixed + self.token_cost(t0 + n) + cp * (n * context + n * (n + 1) // 2)
 
         if cap <= 0 or cost(1) > time_limit:
             return 0
         if cost(cap) <= time_limit:
             return cap  # the common case when the whole remaining prompt fits: one evaluation
-        # cost(n) is quadratic in n on each side of the knee: solve a n^2 + b n + c = limit on the
-        # first piece and, past the knee, on the second; then settle rounding by evaluation.
-        a = cp / 2
-        b = ct + cp * (context + 0.5)
-        c = fixed + ct * t0 + cp * w0 + (ck * (t0 - self.knee) if t0 > self.knee else 0.0)
-        if t0 < self.knee:
-            n = _root(a, b, c - time_limit)
-            if n > self.knee - t0:  # past the knee: the hinge adds ck per token beyond it
-                n = _root(a, b + ck, c - ck * (self.knee - t0) - time_limit)
-        else:
-            n = _root(a, b + ck, c - time_limit)
+        # cost(n) rises with n and is quadratic within each segment of g: find the segment where
+        # it crosses the limit, solve a n^2 + b n + c = limit there, settle rounding by evaluation.
+        j = bisect_left(self.knees, t0 + 1)
+        while j < len(self.knees) and self.knees[j] - t0 < cap and cost(self.knees[j] - t0) <= time_limit:
+            j += 1
+        s = self._s[j]
+        n = _root(cp / 2, s + cp * (context + 0.5), fixed + self._g[j] + s * (t0 - self._b[j]) - time_limit)
         n = max(1, min(cap - 1, int(n)))
         while n > 1 and cost(n) > time_limit:
             n -= 1
@@ -135,37 +155,43 @@ class PerfModel:
         *,
         heldout: float = 0.2,
         seed: int = 0,
+        knees: Sequence[int] | None = None,
         knee_grid: Sequence[int] = KNEE_GRID,
         **meta,
     ) -> PerfModel:
         """Least squares on relative error (every point weighs by 1/measured, so short iterations
-        count as much as long ones), non-negative coefficients, knee chosen from `knee_grid`.
-        A random `heldout` share of the points is kept out of the fit and reported."""
+        count as much as long ones) with non-negative coefficients and segment slopes. With
+        `knees` the token cost bends at each of them; without, at one knee chosen from
+        `knee_grid`. A random `heldout` share of the points is kept out of the fit and reported."""
         y = np.asarray(seconds, dtype=float)
-        if len(y) < len(FEATURES) + 2:
-            raise ValueError(f"need at least {len(FEATURES) + 2} measured iterations, got {len(y)}")
+        n_coef = len(feature_names(knees or [0]))
+        if len(y) < n_coef + 2:
+            raise ValueError(f"need at least {n_coef + 2} measured iterations, got {len(y)}")
         if np.any(y <= 0):
             raise ValueError("measured iteration times must be positive")
         rng = np.random.default_rng(seed)
         idx = rng.permutation(len(y))
         n_hold = int(round(len(y) * heldout)) if heldout > 0 else 0
         test, train = idx[:n_hold], idx[n_hold:]
+        candidates = [list(knees)] if knees is not None else [[k] for k in knee_grid]
         best = None
-        for knee in knee_grid:
-            x = np.array([features(s, knee) for s in shapes], dtype=float)
-            coef = _nnls_relative(x[train], y[train])
-            err = mape(x[train] @ coef, y[train])
+        for ks in candidates:
+            x = np.array([_segment_features(s, ks) for s in shapes], dtype=float)
+            sol = _nnls_relative(x[train], y[train])
+            err = mape(x[train] @ sol, y[train])
             if best is None or err < best[0]:
-                best = (err, knee, coef, x)
-        err, knee, coef, x = best
-        hold = mape(x[test] @ coef, y[test]) if n_hold else None
-        return cls(coef=[float(c) for c in coef], knee=int(knee), fit_mape=err, heldout_mape=hold, **meta)
+                best = (err, ks, sol, x)
+        err, ks, sol, x = best
+        hold = mape(x[test] @ sol, y[test]) if n_hold else None
+        slopes = sol[1 : 2 + len(ks)]
+        coef = [sol[0], slopes[0], *np.diff(slopes), *sol[-3:]]  # slopes -> increments at the knees
+        return cls(coef=[float(c) for c in coef], knees=ks, fit_mape=err, heldout_mape=hold, **meta)
 
     # ---- persistence ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["features"] = list(FEATURES)
+        d["features"] = feature_names(self.knees)
         return d
 
     def save(self, path: str | Path) -> None:
@@ -174,9 +200,10 @@ class PerfModel:
     @classmethod
     def from_dict(cls, d: dict) -> PerfModel:
         d = dict(d)
-        names = d.pop("features", list(FEATURES))
-        if list(names) != list(FEATURES):
-            raise ValueError(f"profile features {names} do not match this version's {list(FEATURES)}")
+        names = d.pop("features", None)
+        expected = feature_names(d.get("knees", []))
+        if names is not None and list(names) != expected:
+            raise ValueError(f"profile features {names} do not match this version's {expected}")
         return cls(**d)
 
     @classmethod
@@ -190,6 +217,15 @@ class PerfModel:
                 f"shipped: {', '.join(shipped_profiles())})"
             )
         return cls.from_dict(json.loads(p.read_text()))
+
+
+def _segment_features(shape: BatchShape, knees: Sequence[int]) -> list[float]:
+    """The batch's features with the token count split at the knees, so each column's coefficient
+    is one segment's slope (the fit keeps slopes, hence g, non-negative)."""
+    t = shape.num_tokens
+    edges = [0, *knees, math.inf]
+    tokens = [max(0.0, min(t, hi) - lo) for lo, hi in zip(edges, edges[1:], strict=False)]
+    return [1.0, *tokens, shape.prefill_attn_work, shape.decode_context, shape.num_seqs]
 
 
 def _root(a: float, b: float, c: float) -> float:

@@ -87,6 +87,10 @@ class Scheduler:
         # projections scale by it. In the simulator iterations take exactly the prediction, so it
         # stays 1; live, it is learnt from the `now`s given to schedule and update, no clock read.
         self.slowdown = 1.0
+        # Time spent in iterations, measured and as the performance model predicted it: their
+        # ratio is the model's error on the batches this instance really ran.
+        self.busy_time = 0.0
+        self.predicted_busy_time = 0.0
 
     # ---- policy hooks --------------------------------------------------------------------------
 
@@ -305,6 +309,8 @@ class Scheduler:
             self.running = [r for r in self.running if r.status is running]
         if self.perf_model is not None and batch.requests:
             predicted = self.perf_model.predict(batch.shape)
+            self.busy_time += now - batch.start_time
+            self.predicted_busy_time += predicted
             if predicted > 0:
                 ratio = min(max((now - batch.start_time) / predicted, SLOWDOWN_RANGE[0]), SLOWDOWN_RANGE[1])
                 self.slowdown += SLOWDOWN_GAIN * (ratio - self.slowdown)

@@ -146,6 +146,6 @@ def resolve_perf_model(profile: str | None, info: ModelInfo, device: str = "cpu"
     coef = list(ROUGH_CPU_COEF)
     for j in (1, 2, 5):  # per-token and per-sequence work grows with the weights
         coef[j] *= scale
-    pm = PerfModel(coef=coef, knee=ROUGH_CPU_KNEE, name="rough-cpu", hardware="cpu", model=info.name,
+    pm = PerfModel(coef=coef, knees=[ROUGH_CPU_KNEE], name="rough-cpu", hardware="cpu", model=info.name,
                    max_model_len=info.max_model_len)
     return pm, "built-in rough CPU estimate (no fitted profile; run `ascendra profile` for one)"

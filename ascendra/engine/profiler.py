@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ascendra.core.batch import BatchShape, ScheduledBatch
 from ascendra.core.block_manager import BlockManager
-from ascendra.core.perf_model import PerfModel
+from ascendra.core.perf_model import CPU_KNEES, PerfModel
 from ascendra.core.request import SLO, Request
 
 
@@ -36,7 +36,7 @@ def batch_spread(
     cap = max_model_len - 1
     chunks = [16, 64, 128, 256, 512] if quick else [8, 16, 32, 64, 128, 256, 384, 512, 768, 1024]
     ctxs = [0, 512] if quick else [0, 256, 1024, 2048]
-    decode_bs = [1, 4, 16, 32] if quick else [1, 2, 4, 8, 16, 32, 48, 64]
+    decode_bs = [1, 3, 4, 16, 32] if quick else [1, 2, 3, 4, 6, 8, 12, 16, 32, 48, 64]
     decode_ctx = [64, 512] if quick else [64, 256, 1024, 2048]
     spread = []
     for n in chunks:
@@ -100,5 +100,10 @@ def time_batches(
     return points
 
 
-def fit_profile(points: list[ProfilePoint], **meta) -> PerfModel:
-    return PerfModel.fit([p.shape for p in points], [p.seconds for p in points], heldout=0.2, seed=0, **meta)
+def fit_profile(points: list[ProfilePoint], device: str = "cpu", **meta) -> PerfModel:
+    """A CPU's BLAS changes kernels with the row count, so its token cost bends at several knees;
+    a GPU's bends once, where the layers turn compute-bound."""
+    knees = CPU_KNEES if device == "cpu" else None
+    return PerfModel.fit(
+        [p.shape for p in points], [p.seconds for p in points], heldout=0.2, seed=0, knees=knees, **meta
+    )

@@ -42,6 +42,10 @@ class ServerMetrics(ClusterObserver):
         self.blocks_used = Gauge("ascendra_kv_blocks_used", "KV blocks in use on an instance", labels,
                                  registry=r)
         self.steps = Gauge("ascendra_instance_steps", "Iterations an instance has run", labels, registry=r)
+        self.busy = Gauge("ascendra_instance_busy_seconds", "Seconds an instance spent in iterations",
+                          labels, registry=r)
+        self.predicted_busy = Gauge("ascendra_instance_predicted_busy_seconds", "The same iterations' "
+                                    "duration as the performance model predicted it", labels, registry=r)
         self.alive = Gauge("ascendra_instance_alive", "1 while the instance serves", labels, registry=r)
         self.in_flight = Gauge("ascendra_requests_in_flight", "Requests accepted and not finished",
                                registry=r)
@@ -62,6 +66,8 @@ class ServerMetrics(ClusterObserver):
         self.blocks_used.labels(*lab).set(snap.blocks_used)
         self.alive.labels(*lab).set(1)
         self.steps.labels(*lab).set(snap.num_steps)
+        self.busy.labels(*lab).set(snap.busy_time)
+        self.predicted_busy.labels(*lab).set(snap.predicted_busy_time)
         seen = self._preempt_seen.get(worker.index, 0)
         if snap.num_preemptions > seen:
             self.preemptions.labels(str(worker.index)).inc(snap.num_preemptions - seen)

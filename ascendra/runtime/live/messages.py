@@ -79,6 +79,8 @@ class Snapshot:
     # Policy state that prefill_rate reads (the Ascendra policies' tightest TTFT SLO seen).
     min_ttft_slo: float | None = None
     slowdown: float = 1.0  # the worker scheduler's learnt measured/predicted iteration time
+    busy_time: float = 0.0  # seconds in iterations, measured
+    predicted_busy_time: float = 0.0  # the same iterations as the performance model predicted them
 
 
 @dataclass(slots=True)

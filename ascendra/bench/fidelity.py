@@ -1,0 +1,122 @@
+"""The same requests live and simulated: what `benchmarks/fidelity.py` and the agreement test run.
+
+Live, a system is `ascendra serve` on loopback, the requests replayed open-loop from the client
+with exact prompt lengths (token ids) and output lengths (ignore_eos), every token's time taken
+where the client receives it. Simulated, exactly the same requests (arrival times, lengths, SLOs,
+instances, KV blocks) run on the discrete-event simulator with the profile the live router uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import httpx
+
+from ascendra.bench.client import ClientOptions
+from ascendra.bench.prompts import PromptBuilder
+from ascendra.bench.report import to_record
+from ascendra.bench.runner import RunOptions, build_requests, run_requests
+from ascendra.cluster.system import SystemConfig
+from ascendra.core.perf_model import PerfModel
+from ascendra.core.request import SLO
+from ascendra.metrics import Summary, summarize
+from ascendra.runtime.sim import simulate
+from ascendra.server.launch import ServerProcess, metric
+from ascendra.workload import WorkItem, to_requests
+
+METRICS = (
+    "ttft_p50", "ttft_p90", "ttft_p99", "tbt_p50", "tbt_p90", "tbt_p99",
+    "ttft_attainment", "tbt_attainment", "attainment",
+)
+COUNTS = ("offloads", "preemptions")
+
+
+@dataclass
+class Setup:
+    """What both sides share: instances, KV pool, SLOs, profile, Sarathi's budget."""
+
+    profile: Path
+    slo: SLO
+    instances: int = 2
+    num_blocks: int = 512
+    token_budget: int = 256  # Sarathi's; vLLM runs unchunked and Ascendra sizes its own chunks
+    model: str = "default"
+
+    def num_hp(self, system: str) -> int:
+        return 1 if system == "ascendra" and self.instances > 1 else 0
+
+    def budget(self, system: str) -> int | None:
+        return self.token_budget if system == "sarathi" else None
+
+
+@dataclass
+class Side:
+    summary: Summary
+    ttfts: list[float]
+    counts: dict[str, float] = field(default_factory=dict)
+
+
+def serve_args(system: str, setup: Setup) -> list[str]:
+    slo = setup.slo
+    args = [
+        "--model", setup.model, "--system", system, "--instances", str(setup.instances),
+        "--hp-instances", str(setup.num_hp(system)), "--profile", str(setup.profile),
+        "--num-blocks", str(setup.num_blocks), "--threads-per-instance", "1",
+        "--ttft-slo-ms", str(1e3 * slo.ttft), "--tbt-slo-ms", str(1e3 * slo.tbt),
+    ]
+    if setup.budget(system) is not None:
+        args += ["--token-budget", str(setup.budget(system))]
+    return args
+
+
+def run_live(system: str, items: Sequence[WorkItem], setup: Setup) -> Side:
+    with ServerProcess(serve_args(system, setup)) as srv:
+        model = httpx.get(f"{srv.url}/v1/models", timeout=10).json()["data"][0]["id"]
+        reqs = build_requests(list(items), PromptBuilder.token_ids(), seed=0, chat=False)
+        opts = ClientOptions(base_url=f"{srv.url}/v1", model=model, timeout=600.0)
+        results, _ = asyncio.run(run_requests(reqs, opts, RunOptions(progress=False, max_duration=900.0)))
+        text = httpx.get(f"{srv.url}/metrics", timeout=10).text
+    records = [to_record(r, setup.slo.ttft, setup.slo.tbt) for r in results]
+    busy = metric(text, "ascendra_instance_busy_seconds")
+    predicted = metric(text, "ascendra_instance_predicted_busy_seconds")
+    counts = {
+        "offloads": metric(text, "ascendra_offloads_total"),
+        "preemptions": metric(text, "ascendra_preemptions_total"),
+        # The profile's error on the iterations the instances really ran: what the simulator
+        # cannot get right however faithful its scheduling is.
+        "profile_error": predicted / busy - 1 if busy else float("nan"),
+    }
+    return Side(summarize(records), [r.ttft for r in records if r.ttft is not None], counts)
+
+
+def run_sim(system: str, items: Sequence[WorkItem], setup: Setup, perf: PerfModel) -> Side:
+    perf = replace(perf, num_kv_blocks=setup.num_blocks)
+    cfg = SystemConfig(
+        system, setup.instances, num_hp=setup.num_hp(system), token_budget=setup.budget(system)
+    )
+    res = simulate(cfg, perf, to_requests(list(items), lambda _: setup.slo))
+    counts = {"offloads": res.num_offloads, "preemptions": res.num_preemptions}
+    return Side(summarize(res.requests), [r.ttft for r in res.requests if r.ttft is not None], counts)
+
+
+def error(name: str, sim: float, live: float) -> float:
+    """Attainment: difference in points (as a share); latencies: relative error."""
+    if "attainment" in name:
+        return sim - live
+    return (sim - live) / live if live else float("nan")
+
+
+def compare_rows(system: str, live: Side, sim: Side) -> list[dict]:
+    rows = []
+    for name in METRICS:
+        lv, sv = getattr(live.summary, name), getattr(sim.summary, name)
+        unit = "pts" if "attainment" in name else "%"
+        rows.append({"system": system, "metric": name, "live": lv, "simulated": sv,
+                     "error": f"{100 * error(name, sv, lv):+.1f} {unit}"})
+    for name in COUNTS:
+        rows.append({"system": system, "metric": name, "live": live.counts[name],
+                     "simulated": sim.counts[name], "error": ""})
+    return rows
