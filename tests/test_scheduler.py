@@ -13,7 +13,9 @@ from ascendra.core.request import SLO, Request, RequestStatus
 from ascendra.core.scheduler import Scheduler, SchedulerConfig
 
 # A GPU-like model: 10 ms floor, linear layers flat to 64 tokens, ~0.1 ms per token past it.
-PERF = PerfModel(coef=[0.010, 1e-6, 1e-4, 3e-9, 5e-8, 1e-5], knees=[64], num_kv_blocks=4096, max_model_len=8192)
+PERF = PerfModel(
+    coef=[0.010, 1e-6, 1e-4, 3e-9, 5e-8, 1e-5], knees=[64], num_kv_blocks=4096, max_model_len=8192
+)
 
 
 def req(

@@ -82,12 +82,16 @@ def run_live(system: str, items: Sequence[WorkItem], setup: Setup) -> Side:
     records = [to_record(r, setup.slo.ttft, setup.slo.tbt) for r in results]
     busy = metric(text, "ascendra_instance_busy_seconds")
     predicted = metric(text, "ascendra_instance_predicted_busy_seconds")
+    gaps = metric(text, "ascendra_instance_iteration_gaps")
     counts = {
         "offloads": metric(text, "ascendra_offloads_total"),
         "preemptions": metric(text, "ascendra_preemptions_total"),
-        # The profile's error on the iterations the instances really ran: what the simulator
-        # cannot get right however faithful its scheduling is.
-        "profile_error": predicted / busy - 1 if busy else float("nan"),
+        # How much slower the instances ran than the profile predicts, over the iterations they
+        # really ran: the machine's speed during the run (noisy neighbours), which no simulator
+        # run ahead of time can know.
+        "slowdown": busy / predicted if predicted else float("nan"),
+        # The serving loop's own time per iteration (detokenizing, reporting, IPC).
+        "gap": metric(text, "ascendra_instance_iteration_gap_seconds") / gaps if gaps else 0.0,
     }
     return Side(summarize(records), [r.ttft for r in records if r.ttft is not None], counts)
 
@@ -102,6 +106,13 @@ def run_sim(system: str, items: Sequence[WorkItem], setup: Setup, perf: PerfMode
     return Side(summarize(res.requests), [r.ttft for r in res.requests if r.ttft is not None], counts)
 
 
+def at_live_speed(perf: PerfModel, live: Side) -> PerfModel:
+    """The profile as the live run's machine ran it: `slowdown` times slower, and each iteration
+    followed by the serving loop's measured gap."""
+    slow = perf.scaled(live.counts["slowdown"])
+    return replace(slow, coef=[slow.coef[0] + live.counts["gap"], *slow.coef[1:]])
+
+
 def error(name: str, sim: float, live: float) -> float:
     """Attainment: difference in points (as a share); latencies: relative error."""
     if "attainment" in name:
@@ -109,14 +120,23 @@ def error(name: str, sim: float, live: float) -> float:
     return (sim - live) / live if live else float("nan")
 
 
-def compare_rows(system: str, live: Side, sim: Side) -> list[dict]:
+def compare_rows(system: str, live: Side, sim: Side, at_speed: Side | None = None) -> list[dict]:
+    """Live beside simulated (and beside simulated at the live run's measured speed, if given)."""
     rows = []
     for name in METRICS:
         lv, sv = getattr(live.summary, name), getattr(sim.summary, name)
         unit = "pts" if "attainment" in name else "%"
-        rows.append({"system": system, "metric": name, "live": lv, "simulated": sv,
-                     "error": f"{100 * error(name, sv, lv):+.1f} {unit}"})
+        row = {"system": system, "metric": name, "live": lv, "simulated": sv,
+               "error": f"{100 * error(name, sv, lv):+.1f} {unit}"}
+        if at_speed is not None:
+            av = getattr(at_speed.summary, name)
+            row["sim at live speed"] = av
+            row["error at live speed"] = f"{100 * error(name, av, lv):+.1f} {unit}"
+        rows.append(row)
     for name in COUNTS:
-        rows.append({"system": system, "metric": name, "live": live.counts[name],
-                     "simulated": sim.counts[name], "error": ""})
+        row = {"system": system, "metric": name, "live": live.counts[name], "simulated": sim.counts[name],
+               "error": ""}
+        if at_speed is not None:
+            row |= {"sim at live speed": at_speed.counts[name], "error at live speed": ""}
+        rows.append(row)
     return rows

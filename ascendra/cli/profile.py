@@ -7,7 +7,7 @@ import platform
 
 from tqdm import tqdm
 
-from ascendra.engine.factory import DTYPES, torch_dtype
+from ascendra.engine.factory import DTYPES
 from ascendra.metrics import format_table
 
 
@@ -28,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--num-blocks", type=int, default=4096, help="KV blocks of the executor under test")
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--instances", type=int, default=1,
+                   help="profile as this many serving instances sharing the machine: as many processes "
+                   "time the spread at once, and every one's points are fitted (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="a smaller spread (for tests and smoke runs)")
     p.add_argument("--name", default=None, help="profile name (default: <hardware>-<model>)")
     p.add_argument("--out", default="profile.json", help="where to write the profile (default: %(default)s)")
@@ -35,31 +38,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from ascendra.engine.profiler import ProfileJob, fit_profile, run_profile_job
 
-    from ascendra.engine.profiler import batch_spread, fit_profile, time_batches
-    from ascendra.engine.torch_executor import TorchExecutor
-    from ascendra.model.loader import load_model
-
-    if args.threads < 1 or args.repeats < 1 or args.num_blocks < 1:
-        raise ValueError("--threads, --repeats and --num-blocks must be at least 1")
-    torch.set_num_threads(args.threads)
-    loaded = load_model(args.model, dtype=torch_dtype(args.dtype), device=args.device)
-    cfg = loaded.config
-    executor = TorchExecutor(
-        loaded.model, args.num_blocks, args.block_size, args.device, torch_dtype(args.dtype)
-    )
-    max_len = min(cfg.max_position_embeddings, args.num_blocks * args.block_size)
-    spread = batch_spread(max_len, quick=args.quick, max_tokens=args.num_blocks * args.block_size)
-    with tqdm(total=len(spread), desc="profiling", unit="batch") as bar:
-        points = time_batches(
-            executor,
-            spread,
-            vocab_size=cfg.vocab_size,
-            block_size=args.block_size,
-            repeats=args.repeats,
-            progress=bar.update,
-        )
+    if args.threads < 1 or args.repeats < 1 or args.num_blocks < 1 or args.instances < 1:
+        raise ValueError("--threads, --repeats, --num-blocks and --instances must be at least 1")
+    job = ProfileJob(args.model, args.dtype, args.device, args.threads, args.num_blocks, args.block_size,
+                     args.repeats, args.quick)
+    with tqdm(desc="profiling", unit="batch") as bar:
+        points, cfg = run_profile_job(job, args.instances, progress=bar)
     hardware = f"{args.device}-{platform.machine()}-{args.threads}t"
     model_name = "smollm2-135m" if args.model == "default" else str(args.model).rstrip("/").split("/")[-1]
     perf = fit_profile(
@@ -76,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             "dtype": args.dtype,
             "threads": args.threads,
             "points": len(points),
+            "instances": args.instances,
         },
     )
     rows = [

@@ -91,6 +91,11 @@ class Scheduler:
         # ratio is the model's error on the batches this instance really ran.
         self.busy_time = 0.0
         self.predicted_busy_time = 0.0
+        # Time between one iteration's end and the next one's start while work was left: the
+        # serving loop's own cost (detokenizing, reporting, IPC), which no iteration includes.
+        self.gap_time = 0.0
+        self.num_gaps = 0
+        self._busy_since: float | None = None  # end of the last iteration, if work was left
 
     # ---- policy hooks --------------------------------------------------------------------------
 
@@ -101,6 +106,9 @@ class Scheduler:
         """The batch of the next iteration, starting at `now`."""
         batch = self._schedule(now)
         batch.start_time = now
+        if self._busy_since is not None and batch.requests:
+            self.gap_time += now - self._busy_since
+            self.num_gaps += 1
         return batch
 
     def _schedule(self, now: float) -> ScheduledBatch:
@@ -309,6 +317,7 @@ class Scheduler:
             self.running = [r for r in self.running if r.status is running]
         if self.perf_model is not None and batch.requests:
             predicted = self.perf_model.predict(batch.shape)
+            self._busy_since = now if self.has_unfinished() else None
             self.busy_time += now - batch.start_time
             self.predicted_busy_time += predicted
             if predicted > 0:

@@ -44,6 +44,10 @@ class InstanceSpec:
     watermark: float = 0.01
     threads: int = 1  # torch intra-op threads per instance process
     seed: int = 0
+    # An LP instance of a system that offloads waits (briefly) after each report for the router's
+    # offload check, so a request the router moves cannot start here first (as in the simulator,
+    # where the check runs between two iterations).
+    await_offload_check: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

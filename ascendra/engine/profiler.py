@@ -5,15 +5,21 @@ contexts, decode batches of several sizes and contexts, and Sarathi-style hybrid
 is timed through `TorchExecutor.execute` (inputs, model, sampling: everything an iteration costs)
 after a warm-up, the median of a few repeats kept. A random share is held out of the fit and its
 error reported.
+
+Serving runs several instance processes on one machine, and they slow one another (shared cores,
+caches, memory bandwidth). `run_profile_job(job, instances=N)` times the spread in N processes at
+once, each in its own shuffled order as independent instances would be, and fits every point.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import random
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ascendra.core.batch import BatchShape, ScheduledBatch
 from ascendra.core.block_manager import BlockManager
@@ -107,3 +113,81 @@ def fit_profile(points: list[ProfilePoint], device: str = "cpu", **meta) -> Perf
     return PerfModel.fit(
         [p.shape for p in points], [p.seconds for p in points], heldout=0.2, seed=0, knees=knees, **meta
     )
+
+
+@dataclass
+class ProfileJob:
+    """What one profiling process loads and times; plain data, so it crosses process boundaries."""
+
+    model: str = "default"
+    dtype: str = "float32"
+    device: str = "cpu"
+    threads: int = 1
+    num_blocks: int = 4096
+    block_size: int = 16
+    repeats: int = 3
+    quick: bool = False
+
+    def run(self, shuffle_seed: int | None = None, start: Any = None, progress=None) -> tuple[list, Any]:
+        """Load the model, wait at `start` (a barrier) if given, time the spread; (points, config)."""
+        import torch
+
+        from ascendra.engine.factory import torch_dtype
+        from ascendra.engine.torch_executor import TorchExecutor
+        from ascendra.model.loader import load_model
+
+        torch.set_num_threads(self.threads)
+        dtype = torch_dtype(self.dtype)
+        loaded = load_model(self.model, dtype=dtype, device=self.device)
+        cfg = loaded.config
+        executor = TorchExecutor(loaded.model, self.num_blocks, self.block_size, self.device, dtype)
+        max_len = min(cfg.max_position_embeddings, self.num_blocks * self.block_size)
+        spread = batch_spread(max_len, quick=self.quick, max_tokens=self.num_blocks * self.block_size)
+        if shuffle_seed is not None:
+            random.Random(shuffle_seed).shuffle(spread)
+        if progress is not None:
+            progress.total = len(spread)
+        if start is not None:
+            start.wait()
+        points = time_batches(
+            executor,
+            spread,
+            vocab_size=cfg.vocab_size,
+            block_size=self.block_size,
+            repeats=self.repeats,
+            progress=progress.update if progress is not None else None,
+        )
+        return points, cfg
+
+
+def _neighbour(job: ProfileJob, index: int, start: Any, results: Any) -> None:
+    try:
+        results.put((index, job.run(shuffle_seed=index, start=start)[0], None))
+    except BaseException as e:  # the parent must not wait forever on a neighbour that failed
+        start.abort()
+        results.put((index, [], f"{type(e).__name__}: {e}"))
+
+
+def run_profile_job(job: ProfileJob, instances: int = 1, progress=None) -> tuple[list[ProfilePoint], Any]:
+    """Time the spread in `instances` processes at once (this one and `instances - 1` spawned
+    neighbours) and return all their points with the model config."""
+    if instances == 1:
+        return job.run(progress=progress)
+    ctx = mp.get_context("spawn")
+    start, results = ctx.Barrier(instances), ctx.Queue()
+    procs = [ctx.Process(target=_neighbour, args=(job, i, start, results)) for i in range(1, instances)]
+    for proc in procs:
+        proc.start()
+    try:
+        points, cfg = job.run(start=start, progress=progress)
+        for _ in procs:
+            index, more, err = results.get()
+            if err is not None:
+                raise RuntimeError(f"profiling neighbour {index} failed: {err}")
+            points = points + more
+    finally:
+        for proc in procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+    return points, cfg

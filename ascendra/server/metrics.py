@@ -46,6 +46,10 @@ class ServerMetrics(ClusterObserver):
                           labels, registry=r)
         self.predicted_busy = Gauge("ascendra_instance_predicted_busy_seconds", "The same iterations' "
                                     "duration as the performance model predicted it", labels, registry=r)
+        self.gaps = Gauge("ascendra_instance_iteration_gap_seconds", "Seconds between iterations "
+                          "while work was left (the serving loop's own cost)", labels, registry=r)
+        self.num_gaps = Gauge("ascendra_instance_iteration_gaps", "Gaps counted in "
+                              "ascendra_instance_iteration_gap_seconds", labels, registry=r)
         self.alive = Gauge("ascendra_instance_alive", "1 while the instance serves", labels, registry=r)
         self.in_flight = Gauge("ascendra_requests_in_flight", "Requests accepted and not finished",
                                registry=r)
@@ -68,6 +72,8 @@ class ServerMetrics(ClusterObserver):
         self.steps.labels(*lab).set(snap.num_steps)
         self.busy.labels(*lab).set(snap.busy_time)
         self.predicted_busy.labels(*lab).set(snap.predicted_busy_time)
+        self.gaps.labels(*lab).set(snap.gap_time)
+        self.num_gaps.labels(*lab).set(snap.num_gaps)
         seen = self._preempt_seen.get(worker.index, 0)
         if snap.num_preemptions > seen:
             self.preemptions.labels(str(worker.index)).inc(snap.num_preemptions - seen)

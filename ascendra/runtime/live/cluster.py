@@ -20,7 +20,7 @@ from collections import deque
 import zmq
 import zmq.asyncio
 
-from ascendra.cluster.router import Router
+from ascendra.cluster.router import Role, Router
 from ascendra.core.block_manager import BlockManager
 from ascendra.core.policies import make_scheduler
 from ascendra.core.request import Request, RequestStatus
@@ -60,7 +60,13 @@ class LiveCluster:
             local = make_scheduler(policy, sched_cfg, BlockManager(1, config.spec.block_size), perf)
             self.views.append(RemoteInstanceView(local, self.mirrors))
             spec = InstanceSpec(
-                **{**config.spec.__dict__, "policy": policy, "scheduler": sched_cfg, "perf_model": perf}
+                **{
+                    **config.spec.__dict__,
+                    "policy": policy,
+                    "scheduler": sched_cfg,
+                    "perf_model": perf,
+                    "await_offload_check": sysc.router_config().offload and role == Role.LP,
+                }
             )
             self.specs.append(spec)
         self.router = Router(list(self.views), self.roles, sysc.router_config())
@@ -284,6 +290,8 @@ class LiveCluster:
         for req, target in self.router.check_offloads(i, now):
             self._offloads[req.request_id] = target
             self._send(i, m.Steal(self._next_seq(), req.request_id))
+        if self.specs[i].await_offload_check and any(not e.started for e in rep.snapshot.waiting):
+            self._send(i, m.Checked(self._next_seq(), rep.number))  # the worker waits for it
 
     # ---- faults ------------------------------------------------------------------------------
 

@@ -46,6 +46,15 @@ class Steal:
 
 
 @dataclass(slots=True)
+class Checked:
+    """The router has checked this LP worker's queue for offloads after its report `report`; any
+    steals it decided on were sent before this."""
+
+    seq: int
+    report: int
+
+
+@dataclass(slots=True)
 class Stop:
     seq: int
 
@@ -81,6 +90,8 @@ class Snapshot:
     slowdown: float = 1.0  # the worker scheduler's learnt measured/predicted iteration time
     busy_time: float = 0.0  # seconds in iterations, measured
     predicted_busy_time: float = 0.0  # the same iterations as the performance model predicted them
+    gap_time: float = 0.0  # seconds between iterations while work was left
+    num_gaps: int = 0
 
 
 @dataclass(slots=True)
@@ -101,6 +112,7 @@ class Report:
     stolen: list[str] = field(default_factory=list)  # steals granted
     refused: list[str] = field(default_factory=list)  # steals refused (started, finished or unknown)
     step_error: str | None = None
+    number: int = 0  # reports this worker has sent, this one included
 
 
 def encode(msg: object) -> bytes:

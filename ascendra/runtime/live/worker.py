@@ -22,6 +22,9 @@ from ascendra.engine.instance import Instance, RequestOutput
 from ascendra.runtime.live import messages as m
 
 HEARTBEAT_S = 0.5  # an idle worker still reports this often, so the server can tell it is alive
+# Longest wait for the router's offload check after a report (a round trip takes ~1 ms): a slow
+# server delays the next iteration by at most this much, then the worker goes on without it.
+OFFLOAD_CHECK_WAIT_S = 0.025
 
 
 def identity(index: int) -> bytes:
@@ -50,14 +53,26 @@ def snapshot_of(sched: Scheduler, num_steps: int = 0) -> m.Snapshot:
         slowdown=sched.slowdown,
         busy_time=sched.busy_time,
         predicted_busy_time=sched.predicted_busy_time,
+        gap_time=sched.gap_time,
+        num_gaps=sched.num_gaps,
     )
 
 
 class WorkerLoop:
     def __init__(
-        self, instance: Instance, sock: zmq.Socket, index: int, parent_pid: int | None = None
+        self,
+        instance: Instance,
+        sock: zmq.Socket,
+        index: int,
+        parent_pid: int | None = None,
+        await_offload_check: bool = False,
     ) -> None:
         self.instance = instance
+        self.await_offload_check = await_offload_check
+        self.num_reports = 0
+        self.checked_report = 0  # the newest report the router has checked for offloads
+        self._added_since_report = False
+        self._reported_unstarted = False  # the last report listed requests the router may move
         self.sock = sock
         self.index = index
         self.parent_pid = parent_pid
@@ -76,11 +91,27 @@ class WorkerLoop:
             if self.stopped or self._orphaned():
                 break
             if self.instance.has_unfinished():
+                if self.await_offload_check:
+                    self._offload_check()
                 self._step()
             elif not handled and time.time() - last_sent < HEARTBEAT_S:
                 continue
             self._send()
             last_sent = time.time()
+
+    def _offload_check(self) -> None:
+        """Before an iteration that could start a request the router would move elsewhere, let the
+        router see the queue and decide (its steals arrive before its answer and are applied by
+        `_handle`): the simulator checks between two iterations too."""
+        if self._added_since_report:
+            self._send()  # the router must see the new arrivals where they are queued
+        deadline = time.time() + OFFLOAD_CHECK_WAIT_S
+        while self._reported_unstarted and self.checked_report < self.num_reports and not self.stopped:
+            left = deadline - time.time()
+            if left <= 0 or not self._drain(max(1, int(left * 1000))):
+                break
+        if self._report.stolen:
+            self._send()  # hand the moved requests over now, not after the next iteration
 
     def _orphaned(self) -> bool:
         # A process worker whose server died (even by SIGKILL) must not linger as an orphan.
@@ -104,6 +135,7 @@ class WorkerLoop:
         rep, inst = self._report, self.instance
         self.acked_seq = max(self.acked_seq, getattr(msg, "seq", 0))
         if isinstance(msg, m.AddRequest):
+            self._added_since_report = True
             rep.received.append((msg.request_id, time.time()))
             try:
                 req = Request(
@@ -131,6 +163,8 @@ class WorkerLoop:
         elif isinstance(msg, m.Steal):
             taken = inst.take_waiting(msg.request_id)
             (rep.stolen if taken is not None else rep.refused).append(msg.request_id)
+        elif isinstance(msg, m.Checked):
+            self.checked_report = max(self.checked_report, msg.report)
         elif isinstance(msg, m.Stop):
             self.stopped = True
 
@@ -155,10 +189,13 @@ class WorkerLoop:
 
     def _send(self) -> None:
         rep = self._report
-        rep.acked_seq = self.acked_seq
+        self.num_reports += 1
+        rep.acked_seq, rep.number = self.acked_seq, self.num_reports
         rep.snapshot = snapshot_of(self.instance.scheduler, self.instance.num_steps)
         self.sock.send(m.encode(rep))
         self._report = self._fresh()
+        self._added_since_report = False
+        self._reported_unstarted = any(not e.started for e in rep.snapshot.waiting)
 
 
 def serve_instance(spec: InstanceSpec, endpoint: str, index: int, parent_pid: int | None = None) -> None:
@@ -172,7 +209,7 @@ def serve_instance(spec: InstanceSpec, endpoint: str, index: int, parent_pid: in
     try:
         bm = instance.scheduler.block_manager
         sock.send(m.encode(m.Hello(index, os.getpid(), bm.num_blocks, socket.gethostname())))
-        WorkerLoop(instance, sock, index, parent_pid).run()
+        WorkerLoop(instance, sock, index, parent_pid, spec.await_offload_check).run()
     finally:
         sock.close()
         ctx.term()
