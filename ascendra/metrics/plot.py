@@ -63,14 +63,22 @@ def plot_cdf(
     log_x: bool = False,
     slo: float | None = None,
 ) -> Path:
-    """Empirical CDF of each named sample (e.g. 'vllm live', 'vllm simulated'); optional SLO line."""
+    """Empirical CDF of each named sample (e.g. 'vllm live', 'vllm simulated'); optional SLO line.
+    Samples whose names share a first word share a colour, told apart by line style."""
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
+    colours: dict[str, str] = {}
+    seen: dict[str, int] = {}
     for name, xs in samples.items():
         x = np.sort(np.asarray(xs, dtype=np.float64))
         if len(x) == 0:
             continue
-        ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", label=f"{name} (n={len(x)})")
+        group = name.split()[0]
+        colours.setdefault(group, f"C{len(colours)}")
+        style = ("-", "--", ":", "-.")[seen.get(group, 0) % 4]
+        seen[group] = seen.get(group, 0) + 1
+        ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", color=colours[group], ls=style,
+                label=f"{name} (n={len(x)})")
     if slo is not None:
         ax.axvline(slo, color="grey", ls="--", lw=0.8, label="SLO")
     if log_x:
