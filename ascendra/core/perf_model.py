@@ -93,13 +93,8 @@ class PerfModel:
         return self._g[j] + self._s[j] * (num_tokens - self._b[j])
 
     def predict(self, shape: BatchShape) -> float:
-        return (
-            self._c0
-            + self.token_cost(shape.num_tokens)
-            + self._cp * shape.prefill_attn_work
-            + self._cd * shape.decode_context
-            + self._cs * shape.num_seqs
-        )
+        s = shape
+        return self.predict_parts(s.num_tokens, s.num_seqs, s.prefill_attn_work, s.decode_context)
 
     def predict_parts(
         self, num_tokens: int, num_seqs: int, prefill_attn_work: float, decode_context: float

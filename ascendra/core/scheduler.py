@@ -315,13 +315,13 @@ class Scheduler:
             finished.append(req)
         if finished:
             self.running = [r for r in self.running if r.status is running]
+        self._busy_since = now if self.has_unfinished() else None
         if self.perf_model is not None and batch.requests:
-            predicted = self.perf_model.predict(batch.shape)
-            self._busy_since = now if self.has_unfinished() else None
-            self.busy_time += now - batch.start_time
+            elapsed, predicted = now - batch.start_time, self.perf_model.predict(batch.shape)
+            self.busy_time += elapsed
             self.predicted_busy_time += predicted
             if predicted > 0:
-                ratio = min(max((now - batch.start_time) / predicted, SLOWDOWN_RANGE[0]), SLOWDOWN_RANGE[1])
+                ratio = min(max(elapsed / predicted, SLOWDOWN_RANGE[0]), SLOWDOWN_RANGE[1])
                 self.slowdown += SLOWDOWN_GAIN * (ratio - self.slowdown)
         return finished
 

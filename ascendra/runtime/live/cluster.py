@@ -290,8 +290,8 @@ class LiveCluster:
         for req, target in self.router.check_offloads(i, now):
             self._offloads[req.request_id] = target
             self._send(i, m.Steal(self._next_seq(), req.request_id))
-        if self.specs[i].await_offload_check and any(not e.started for e in rep.snapshot.waiting):
-            self._send(i, m.Checked(self._next_seq(), rep.number))  # the worker waits for it
+        if rep.awaits_check:
+            self._send(i, m.Checked(self._next_seq(), rep.number))
 
     # ---- faults ------------------------------------------------------------------------------
 

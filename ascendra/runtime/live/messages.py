@@ -113,6 +113,7 @@ class Report:
     refused: list[str] = field(default_factory=list)  # steals refused (started, finished or unknown)
     step_error: str | None = None
     number: int = 0  # reports this worker has sent, this one included
+    awaits_check: bool = False  # the worker holds its next iteration for a `Checked` to this report
 
 
 def encode(msg: object) -> bytes:

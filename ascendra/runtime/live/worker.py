@@ -72,7 +72,7 @@ class WorkerLoop:
         self.num_reports = 0
         self.checked_report = 0  # the newest report the router has checked for offloads
         self._added_since_report = False
-        self._reported_unstarted = False  # the last report listed requests the router may move
+        self._last_awaits_check = False
         self.sock = sock
         self.index = index
         self.parent_pid = parent_pid
@@ -106,7 +106,7 @@ class WorkerLoop:
         if self._added_since_report:
             self._send()  # the router must see the new arrivals where they are queued
         deadline = time.time() + OFFLOAD_CHECK_WAIT_S
-        while self._reported_unstarted and self.checked_report < self.num_reports and not self.stopped:
+        while self._last_awaits_check and self.checked_report < self.num_reports and not self.stopped:
             left = deadline - time.time()
             if left <= 0 or not self._drain(max(1, int(left * 1000))):
                 break
@@ -192,10 +192,12 @@ class WorkerLoop:
         self.num_reports += 1
         rep.acked_seq, rep.number = self.acked_seq, self.num_reports
         rep.snapshot = snapshot_of(self.instance.scheduler, self.instance.num_steps)
+        # Only requests that have not started can be moved: with none listed there is nothing to check.
+        rep.awaits_check = self.await_offload_check and any(not e.started for e in rep.snapshot.waiting)
         self.sock.send(m.encode(rep))
         self._report = self._fresh()
         self._added_since_report = False
-        self._reported_unstarted = any(not e.started for e in rep.snapshot.waiting)
+        self._last_awaits_check = rep.awaits_check
 
 
 def serve_instance(spec: InstanceSpec, endpoint: str, index: int, parent_pid: int | None = None) -> None:
