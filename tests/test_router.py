@@ -5,7 +5,7 @@ from __future__ import annotations
 from ascendra.cluster.router import Role, Router, RouterConfig
 from ascendra.cluster.system import SystemConfig, build_cluster
 from ascendra.core.request import SLO, Request
-from tests.test_scheduler import PERF, req, sched
+from tests.test_scheduler import PERF, req, run_to_decode, sched
 
 
 def lp_hp(margin: float = 0.2) -> tuple[Router, list]:
@@ -56,3 +56,19 @@ def test_dispatch_balances_by_projected_wait():
     assert router.dispatch(Request("n", 0.0, 100, 10, SLO(1, 1)), now=0.0) == 2
     assert router.dispatch(Request("m", 0.0, 100, 10, SLO(1, 1)), now=0.0) == 2
     assert cluster[2].num_waiting == 2
+
+
+def test_dispatch_is_not_steered_by_a_few_percent_of_measured_slowdown():
+    """Live, each instance's learnt slowdown wanders a few percent with its iterations' scatter.
+    Two instances with nothing queued are equals: the new request joins the one running fewer
+    requests, not the one that last ran 3% faster. A clearly slower instance still loses."""
+
+    def dispatch_with(slowdown: float) -> int:
+        cluster, router = build_cluster(SystemConfig("vllm", num_instances=2), PERF)
+        run_to_decode(cluster[0], *[req(f"a{i}", 50, out=100) for i in range(3)])
+        run_to_decode(cluster[1], req("b", 50, out=100))
+        cluster[1].slowdown = slowdown
+        return router.dispatch(Request("n", 0.0, 100, 10, SLO(1, 1)), now=0.0)
+
+    assert dispatch_with(1.03) == 1
+    assert dispatch_with(1.5) == 0  # a noisy neighbour, not noise

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from ascendra.cluster.system import SystemConfig
+from ascendra.core.batch import BatchShape, ScheduledBatch
+from ascendra.core.iteration_stats import IterationStats
+from ascendra.core.perf_model import PerfModel
 from ascendra.core.request import SLO, Request, RequestStatus
+from ascendra.metrics import summarize
 from ascendra.runtime.experiment import Scenario, sustained_share
-from ascendra.runtime.sim import simulate
+from ascendra.runtime.sim import SimExecutor, simulate
 
 SC = Scenario(profile="a100-llama-3-8b", workload="conv", slo="strict", num_requests=400)
 
@@ -60,3 +66,36 @@ def test_requests_too_long_for_the_model_fail_with_a_reason():
     assert ok.status is RequestStatus.FINISHED_LENGTH
     assert long.status is RequestStatus.FINISHED_FAILED and "exceeds the context" in long.error
     assert res.instance_of[1] == -1
+
+
+def test_iteration_noise_has_the_profiles_spread_and_is_what_live_stats_measure():
+    """The simulator scatters iterations as the profile's spread says, around the prediction, and
+    the statistics a live instance exports read the same spread back from those durations."""
+    perf = replace(SC.perf, spread=0.1, spread_correlation=0.5)
+    batch = ScheduledBatch()
+    batch.add(Request("r", 0.0, 512, 1, SLO(1, 1)), 512)
+    predicted = perf.predict(batch.shape)
+    draws = [SimExecutor(perf, seed=3).execute(batch) for _ in range(3)]
+    assert draws[0] == draws[1] == draws[2]  # seeded
+    executor, stats = SimExecutor(perf, seed=3), IterationStats()
+    times = [executor.execute(batch) for _ in range(20_000)]
+    for t in times:
+        stats.record(t, predicted)
+    assert sum(times) / len(times) == pytest.approx(predicted, rel=0.01)
+    assert stats.spread == pytest.approx(0.1, rel=0.05)
+    assert stats.spread_correlation == pytest.approx(0.5, abs=0.05)
+    assert stats.slowdown == pytest.approx(1.0, rel=0.01)
+    assert SimExecutor(SC.perf).execute(batch) == predicted  # no spread: exactly the prediction
+
+
+def test_iteration_noise_costs_tbt_attainment_near_the_slo():
+    """A request fails TBT on its worst gaps: with decodes just under the SLO, an exact simulator
+    says all pass, a scattered one (as live iterations are) that some fail."""
+    tbt = 1.3 * SC.perf.predict(BatchShape.of([(216, 1)] * 8))  # the last decode's context
+
+    def attainment(perf: PerfModel) -> float:
+        reqs = [Request(f"r{i}", 0.0, 16, 200, SLO(60.0, tbt)) for i in range(8)]
+        return summarize(simulate(SystemConfig("sarathi", 1), perf, reqs, seed=1).requests).tbt_attainment
+
+    assert attainment(SC.perf) == 1.0
+    assert attainment(replace(SC.perf, spread=0.15)) < 0.5

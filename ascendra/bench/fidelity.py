@@ -83,6 +83,12 @@ def run_live(system: str, items: Sequence[WorkItem], setup: Setup) -> Side:
     busy = metric(text, "ascendra_instance_busy_seconds")
     predicted = metric(text, "ascendra_instance_predicted_busy_seconds")
     gaps = metric(text, "ascendra_instance_iteration_gaps")
+    steps = [metric(text, "ascendra_instance_steps", instance=str(i)) for i in range(setup.instances)]
+
+    def over_steps(name: str) -> float:  # a per-instance figure, weighed by the iterations behind it
+        weighed = sum(n * metric(text, name, instance=str(i)) for i, n in enumerate(steps))
+        return weighed / sum(steps) if sum(steps) else 0.0
+
     counts = {
         "offloads": metric(text, "ascendra_offloads_total"),
         "preemptions": metric(text, "ascendra_preemptions_total"),
@@ -92,25 +98,38 @@ def run_live(system: str, items: Sequence[WorkItem], setup: Setup) -> Side:
         "slowdown": busy / predicted if predicted else float("nan"),
         # The serving loop's own time per iteration (detokenizing, reporting, IPC).
         "gap": metric(text, "ascendra_instance_iteration_gap_seconds") / gaps if gaps else 0.0,
+        # How single iterations scattered around that, and whether slow ones came in runs.
+        "spread": over_steps("ascendra_instance_iteration_spread"),
+        "spread_correlation": over_steps("ascendra_instance_iteration_spread_correlation"),
     }
     return Side(summarize(records), [r.ttft for r in records if r.ttft is not None], counts)
 
 
-def run_sim(system: str, items: Sequence[WorkItem], setup: Setup, perf: PerfModel) -> Side:
+def run_sim(system: str, items: Sequence[WorkItem], setup: Setup, perf: PerfModel, seeds: int = 8) -> Side:
+    """Where the profile has a spread, one simulation is one draw of the iteration noise, and
+    attainment moves by several points from draw to draw (a live run is one draw too): the
+    requests of `seeds` draws are pooled, so the figures are the simulator's expectation."""
     perf = replace(perf, num_kv_blocks=setup.num_blocks)
     cfg = SystemConfig(
         system, setup.instances, num_hp=setup.num_hp(system), token_budget=setup.budget(system)
     )
-    res = simulate(cfg, perf, to_requests(list(items), lambda _: setup.slo))
-    counts = {"offloads": res.num_offloads, "preemptions": res.num_preemptions}
-    return Side(summarize(res.requests), [r.ttft for r in res.requests if r.ttft is not None], counts)
+    draws = seeds if perf.spread > 0 else 1
+    requests, counts = [], {"offloads": 0.0, "preemptions": 0.0}
+    for seed in range(draws):
+        res = simulate(cfg, perf, to_requests(list(items), lambda _: setup.slo), seed=seed)
+        requests += res.requests
+        counts["offloads"] += res.num_offloads / draws
+        counts["preemptions"] += res.num_preemptions / draws
+    return Side(summarize(requests), [r.ttft for r in requests if r.ttft is not None], counts)
 
 
 def at_live_speed(perf: PerfModel, live: Side) -> PerfModel:
-    """The profile as the live run's machine ran it: `slowdown` times slower, and each iteration
-    followed by the serving loop's measured gap."""
-    slow = perf.scaled(live.counts["slowdown"])
-    return replace(slow, coef=[slow.coef[0] + live.counts["gap"], *slow.coef[1:]])
+    """The profile as the live run's machine ran it: `slowdown` times slower, each iteration
+    followed by the serving loop's measured gap, and scattered as the live iterations were."""
+    c = live.counts
+    slow = perf.scaled(c["slowdown"])
+    return replace(slow, coef=[slow.coef[0] + c["gap"], *slow.coef[1:]], spread=c["spread"],
+                   spread_correlation=c["spread_correlation"])
 
 
 def error(name: str, sim: float, live: float) -> float:

@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(rows, floatfmt=".3g"))
     print(
         f"\nfit MAPE {100 * perf.fit_mape:.1f}% on {len(points)} batches; held-out MAPE "
-        f"{100 * (perf.heldout_mape or 0):.1f}%  (knees {perf.knees} tokens)"
+        f"{100 * (perf.heldout_mape or 0):.1f}%  (knees {perf.knees} tokens); spread (sd of "
+        f"log measured/predicted, which the simulator draws iteration noise from) {perf.spread:.3f}"
     )
     perf.save(args.out)
     print(f"profile written to {args.out}")

@@ -45,6 +45,11 @@ class RouterConfig:
     hp_dispatch_weight: float = 2.0
     # At most this many offloads per instance per check: bounds the router's work per iteration.
     max_offloads_per_check: int = 32
+    # Projected first-token times this close (relative) count as equal at dispatch. Live, each
+    # instance's learnt slowdown wanders by a few percent with its iterations' scatter; without a
+    # tolerance that noise, not the load, would pick the instance, and new requests would pile
+    # onto whichever instance last ran a little fast instead of the one running fewest.
+    dispatch_tolerance: float = 0.1
 
 
 def _rate(view: InstanceView, snap: QueueSnapshot) -> PrefillRate:
@@ -72,10 +77,10 @@ class Router:
 
     def dispatch(self, request: Request, now: float) -> int:
         """Send a new request to the instance where its first token is projected soonest (the
-        queued prompt tokens ahead of it at that instance's prefill rate); between equals (idle
-        instances, at low load) to the one running fewest requests, whose decodes it will share
-        iterations with. Returns its index."""
-        best, best_key = -1, (math.inf, math.inf)
+        queued prompt tokens ahead of it at that instance's prefill rate); between near-equals
+        (within `dispatch_tolerance`: idle instances, at low load) to the one running fewest
+        requests, whose decodes it will share iterations with. Returns its index."""
+        projected: list[tuple[float, int, int]] = []  # (time, requests running, index)
         for i, view in enumerate(self.instances):
             if not self.alive[i]:
                 continue
@@ -83,13 +88,12 @@ class Router:
             t = _rate(view, snap).time_for(view.pending_prefill_tokens + request.num_remaining_prefill)
             if self.roles[i] == Role.HP:
                 t *= self.config.hp_dispatch_weight
-            # Microsecond rounding: a projection is no finer than that, and float noise must not
-            # decide between otherwise equal instances.
-            key = (round(t, 6), snap.num_decodes + len(snap.prefilling))
-            if best < 0 or key < best_key:
-                best, best_key = i, key
-        if best < 0:
+            projected.append((t, snap.num_decodes + len(snap.prefilling), i))
+        if not projected:
             raise RuntimeError("no live instance to dispatch to")
+        # The 1 us floor: a projection is no finer than that, and float noise must not decide.
+        limit = min(projected)[0] * (1.0 + self.config.dispatch_tolerance) + 1e-6
+        _, _, best = min((running, t, i) for t, running, i in projected if t <= limit)
         self.instances[best].add_request(request)
         return best
 

@@ -64,6 +64,11 @@ class PerfModel:
     # Reported where it was fitted: MAPE on the fitting points and on held-out ones.
     fit_mape: float | None = None
     heldout_mape: float | None = None
+    # How single iterations scatter around the prediction: the standard deviation of
+    # log(measured / predicted) and its lag-1 autocorrelation (slow iterations coming in runs).
+    # The simulator draws each iteration's duration from them; 0 means exactly the prediction.
+    spread: float = 0.0
+    spread_correlation: float = 0.0
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

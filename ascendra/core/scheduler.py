@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ascendra.core.batch import BatchShape, ScheduledBatch
 from ascendra.core.block_manager import BlockManager
+from ascendra.core.iteration_stats import IterationStats
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.queue import RequestQueue
 from ascendra.core.request import Request, RequestStatus
@@ -84,17 +85,11 @@ class Scheduler:
         self.pending_prefill_tokens = 0
         # Measured over predicted iteration time, smoothed: what the performance model misses on
         # this instance now (a noisy neighbour, a slower machine than profiled). Budgets and
-        # projections scale by it. In the simulator iterations take exactly the prediction, so it
-        # stays 1; live, it is learnt from the `now`s given to schedule and update, no clock read.
+        # projections scale by it. In the simulator it stays near 1 (iterations take the prediction,
+        # scattered by the profile's spread); live, it is learnt from the `now`s given to schedule
+        # and update, no clock read.
         self.slowdown = 1.0
-        # Time spent in iterations, measured and as the performance model predicted it: their
-        # ratio is the model's error on the batches this instance really ran.
-        self.busy_time = 0.0
-        self.predicted_busy_time = 0.0
-        # Time between one iteration's end and the next one's start while work was left: the
-        # serving loop's own cost (detokenizing, reporting, IPC), which no iteration includes.
-        self.gap_time = 0.0
-        self.num_gaps = 0
+        self.iterations = IterationStats()  # how iterations ran against the model's prediction
         self._busy_since: float | None = None  # end of the last iteration, if work was left
 
     # ---- policy hooks --------------------------------------------------------------------------
@@ -107,8 +102,7 @@ class Scheduler:
         batch = self._schedule(now)
         batch.start_time = now
         if self._busy_since is not None and batch.requests:
-            self.gap_time += now - self._busy_since
-            self.num_gaps += 1
+            self.iterations.record_gap(now - self._busy_since)
         return batch
 
     def _schedule(self, now: float) -> ScheduledBatch:
@@ -318,8 +312,7 @@ class Scheduler:
         self._busy_since = now if self.has_unfinished() else None
         if self.perf_model is not None and batch.requests:
             elapsed, predicted = now - batch.start_time, self.perf_model.predict(batch.shape)
-            self.busy_time += elapsed
-            self.predicted_busy_time += predicted
+            self.iterations.record(elapsed, predicted)
             if predicted > 0:
                 ratio = min(max(elapsed / predicted, SLOWDOWN_RANGE[0]), SLOWDOWN_RANGE[1])
                 self.slowdown += SLOWDOWN_GAIN * (ratio - self.slowdown)

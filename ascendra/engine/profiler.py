@@ -13,6 +13,7 @@ once, each in its own shuffled order as independent instances would be, and fits
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import random
 import statistics
@@ -108,11 +109,15 @@ def time_batches(
 
 def fit_profile(points: list[ProfilePoint], device: str = "cpu", **meta) -> PerfModel:
     """A CPU's BLAS changes kernels with the row count, so its token cost bends at several knees;
-    a GPU's bends once, where the layers turn compute-bound."""
+    a GPU's bends once, where the layers turn compute-bound. The fitted model's scatter around the
+    measured points (model error and timing noise together) becomes its `spread`, which the
+    simulator draws iteration noise from."""
     knees = CPU_KNEES if device == "cpu" else None
-    return PerfModel.fit(
+    pm = PerfModel.fit(
         [p.shape for p in points], [p.seconds for p in points], heldout=0.2, seed=0, knees=knees, **meta
     )
+    pm.spread = statistics.pstdev(math.log(p.seconds / pm.predict(p.shape)) for p in points)
+    return pm
 
 
 @dataclass

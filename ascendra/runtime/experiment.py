@@ -94,7 +94,7 @@ class Scenario:
         return to_requests(items, lambda it: SLO(spec.ttft(perf, it.prompt_len), tbt))
 
     def run(self, system: SystemConfig, rate: float, seed: int, progress=None) -> tuple[Summary, SimResult]:
-        result = simulate(system, self.perf, self.requests(rate, seed), progress)
+        result = simulate(system, self.perf, self.requests(rate, seed), progress, seed=seed)
         return summarize(result.requests), result
 
 

@@ -2,14 +2,16 @@
 
 Two kinds of event: a request arrives, or an instance's iteration ends. Arrivals come pre-sorted,
 iteration ends from a heap; whichever is earlier happens next. An iteration's duration is the
-performance model's prediction for the batch the real scheduler chose (`SimExecutor`), and its
-tokens are placeholders: a simulated request ends when it reaches its trace output length.
+performance model's prediction for the batch the real scheduler chose (`SimExecutor`), scattered
+by the profile's measured spread, and its tokens are placeholders: a simulated request ends when it
+reaches its trace output length.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,13 +23,25 @@ from ascendra.core.request import Request, RequestStatus
 
 
 class SimExecutor:
-    """Runs nothing: returns how long the iteration would take."""
+    """Runs nothing: returns how long the iteration would take.
 
-    def __init__(self, perf_model: PerfModel) -> None:
+    Where the profile has a `spread`, the prediction is multiplied by a mean-1 lognormal factor
+    whose log follows an AR(1) process with the profile's `spread_correlation`, seeded. A request
+    meets its TBT SLO only if (nearly) every gap does, so one slow iteration can fail it: a
+    simulator whose iterations all take exactly their prediction overstates TBT attainment."""
+
+    def __init__(self, perf_model: PerfModel, seed: int | str = 0) -> None:
         self.perf_model = perf_model
+        self._rng = random.Random(seed)
+        self._z = 0.0  # the AR(1) state: a standard normal
 
     def execute(self, batch: ScheduledBatch) -> float:
-        return self.perf_model.predict(batch.shape)
+        seconds = self.perf_model.predict(batch.shape)
+        sd, rho = self.perf_model.spread, self.perf_model.spread_correlation
+        if sd <= 0:
+            return seconds
+        self._z = rho * self._z + math.sqrt(1.0 - rho * rho) * self._rng.gauss(0.0, 1.0)
+        return seconds * math.exp(sd * self._z - 0.5 * sd * sd)
 
 
 @dataclass
@@ -59,12 +73,14 @@ def simulate(
     perf_model: PerfModel,
     requests: list[Request],
     progress: Callable[[int], None] | None = None,
+    seed: int = 0,
 ) -> SimResult:
     """Serve `requests` (fresh ones: this mutates them) on the system and return them finished.
-    `progress(n)` is called with the number of requests finished since the last call."""
+    `progress(n)` is called with the number of requests finished since the last call; `seed` seeds
+    the iteration noise (if the profile has a spread), one stream per instance."""
     wall0 = time.perf_counter()
     schedulers, router = build_cluster(config, perf_model)
-    executor = SimExecutor(perf_model)
+    executors = [SimExecutor(perf_model, f"{seed}:{i}") for i in range(len(schedulers))]
     offloading = router.config.offload
     n_inst = len(schedulers)
     batches: list[ScheduledBatch | None] = [None] * n_inst
@@ -79,7 +95,7 @@ def simulate(
         if batch.requests:
             batches[i] = batch
             num_iterations += 1
-            heapq.heappush(heap, (now + executor.execute(batch), i))
+            heapq.heappush(heap, (now + executors[i].execute(batch), i))
         else:
             batches[i] = None
 

@@ -50,6 +50,11 @@ class ServerMetrics(ClusterObserver):
                           "while work was left (the serving loop's own cost)", labels, registry=r)
         self.num_gaps = Gauge("ascendra_instance_iteration_gaps", "Gaps counted in "
                               "ascendra_instance_iteration_gap_seconds", labels, registry=r)
+        self.spread = Gauge("ascendra_instance_iteration_spread", "Standard deviation over iterations "
+                            "of log(measured / predicted duration)", labels, registry=r)
+        self.spread_correlation = Gauge("ascendra_instance_iteration_spread_correlation", "Lag-1 "
+                                        "autocorrelation of log(measured / predicted duration): how "
+                                        "much slow iterations come in runs", labels, registry=r)
         self.alive = Gauge("ascendra_instance_alive", "1 while the instance serves", labels, registry=r)
         self.in_flight = Gauge("ascendra_requests_in_flight", "Requests accepted and not finished",
                                registry=r)
@@ -70,10 +75,13 @@ class ServerMetrics(ClusterObserver):
         self.blocks_used.labels(*lab).set(snap.blocks_used)
         self.alive.labels(*lab).set(1)
         self.steps.labels(*lab).set(snap.num_steps)
-        self.busy.labels(*lab).set(snap.busy_time)
-        self.predicted_busy.labels(*lab).set(snap.predicted_busy_time)
-        self.gaps.labels(*lab).set(snap.gap_time)
-        self.num_gaps.labels(*lab).set(snap.num_gaps)
+        it = snap.iterations
+        self.busy.labels(*lab).set(it.busy_time)
+        self.predicted_busy.labels(*lab).set(it.predicted_busy_time)
+        self.gaps.labels(*lab).set(it.gap_time)
+        self.num_gaps.labels(*lab).set(it.num_gaps)
+        self.spread.labels(*lab).set(it.spread)
+        self.spread_correlation.labels(*lab).set(it.spread_correlation)
         seen = self._preempt_seen.get(worker.index, 0)
         if snap.num_preemptions > seen:
             self.preemptions.labels(str(worker.index)).inc(snap.num_preemptions - seen)

@@ -12,6 +12,7 @@ import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
+from ascendra.core.iteration_stats import IterationStats
 from ascendra.engine.instance import RequestOutput
 
 # ---- server -> worker ----------------------------------------------------------------------------
@@ -88,10 +89,7 @@ class Snapshot:
     # Policy state that prefill_rate reads (the Ascendra policies' tightest TTFT SLO seen).
     min_ttft_slo: float | None = None
     slowdown: float = 1.0  # the worker scheduler's learnt measured/predicted iteration time
-    busy_time: float = 0.0  # seconds in iterations, measured
-    predicted_busy_time: float = 0.0  # the same iterations as the performance model predicted them
-    gap_time: float = 0.0  # seconds between iterations while work was left
-    num_gaps: int = 0
+    iterations: IterationStats = field(default_factory=IterationStats)
 
 
 @dataclass(slots=True)

@@ -51,10 +51,7 @@ def snapshot_of(sched: Scheduler, num_steps: int = 0) -> m.Snapshot:
         num_steps=num_steps,
         min_ttft_slo=getattr(sched, "min_ttft_slo", None),
         slowdown=sched.slowdown,
-        busy_time=sched.busy_time,
-        predicted_busy_time=sched.predicted_busy_time,
-        gap_time=sched.gap_time,
-        num_gaps=sched.num_gaps,
+        iterations=sched.iterations,
     )
 
 
