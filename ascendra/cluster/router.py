@@ -26,6 +26,7 @@ class InstanceView(Protocol):
 
     pending_prefill_tokens: int
     num_waiting: int
+    slowdown: float  # measured over predicted iteration time, as the instance has learnt it
 
     def snapshot(self) -> QueueSnapshot: ...
     def prefill_rate(self, num_decodes: int, decode_context: int, min_tbt: float | None) -> PrefillRate: ...
@@ -45,11 +46,11 @@ class RouterConfig:
     hp_dispatch_weight: float = 2.0
     # At most this many offloads per instance per check: bounds the router's work per iteration.
     max_offloads_per_check: int = 32
-    # Projected first-token times this close (relative) count as equal at dispatch. Live, each
-    # instance's learnt slowdown wanders by a few percent with its iterations' scatter; without a
-    # tolerance that noise, not the load, would pick the instance, and new requests would pile
-    # onto whichever instance last ran a little fast instead of the one running fewest.
-    dispatch_tolerance: float = 0.1
+    # Learnt slowdowns within this share of the fastest instance's count as equal at dispatch.
+    # Live, each instance's slowdown wanders by a few percent with its iterations' scatter; were
+    # it compared as it is, that noise rather than the load would pick the instance, and requests
+    # would pile onto whichever last ran a little fast. A real noisy neighbour still counts.
+    slowdown_tolerance: float = 0.1
 
 
 def _rate(view: InstanceView, snap: QueueSnapshot) -> PrefillRate:
@@ -77,23 +78,28 @@ class Router:
 
     def dispatch(self, request: Request, now: float) -> int:
         """Send a new request to the instance where its first token is projected soonest (the
-        queued prompt tokens ahead of it at that instance's prefill rate); between near-equals
-        (within `dispatch_tolerance`: idle instances, at low load) to the one running fewest
-        requests, whose decodes it will share iterations with. Returns its index."""
-        projected: list[tuple[float, int, int]] = []  # (time, requests running, index)
-        for i, view in enumerate(self.instances):
-            if not self.alive[i]:
-                continue
+        queued prompt tokens ahead of it at that instance's prefill rate, slowdowns within
+        `slowdown_tolerance` of each other taken as equal); between equals (idle instances, at
+        low load) to the one running fewest requests, whose decodes it will share iterations
+        with. Returns its index."""
+        alive = [i for i, ok in enumerate(self.alive) if ok]
+        if not alive:
+            raise RuntimeError("no live instance to dispatch to")
+        fastest = min(self.instances[i].slowdown for i in alive)
+        best, best_key = -1, (math.inf, math.inf)
+        for i in alive:
+            view = self.instances[i]
             snap = view.snapshot()
             t = _rate(view, snap).time_for(view.pending_prefill_tokens + request.num_remaining_prefill)
+            if view.slowdown <= fastest * (1.0 + self.config.slowdown_tolerance):
+                t *= fastest / view.slowdown  # as fast as the fastest: the difference is noise
             if self.roles[i] == Role.HP:
                 t *= self.config.hp_dispatch_weight
-            projected.append((t, snap.num_decodes + len(snap.prefilling), i))
-        if not projected:
-            raise RuntimeError("no live instance to dispatch to")
-        # The 1 us floor: a projection is no finer than that, and float noise must not decide.
-        limit = min(projected)[0] * (1.0 + self.config.dispatch_tolerance) + 1e-6
-        _, _, best = min((running, t, i) for t, running, i in projected if t <= limit)
+            # Microsecond rounding: a projection is no finer than that, and float noise must not
+            # decide between otherwise equal instances.
+            key = (round(t, 6), snap.num_decodes + len(snap.prefilling))
+            if key < best_key:
+                best, best_key = i, key
         self.instances[best].add_request(request)
         return best
 

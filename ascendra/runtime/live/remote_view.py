@@ -36,6 +36,10 @@ class RemoteInstanceView:
     def num_waiting(self) -> int:
         return len(self._waiting)
 
+    @property
+    def slowdown(self) -> float:
+        return self._sched.slowdown
+
     def snapshot(self) -> QueueSnapshot:
         return self._snap
 
