@@ -5,8 +5,9 @@
 3. Live: for each system, `ascendra serve` on loopback (2 instances; Ascendra 1 LP + 1 HP), the
    requests replayed open-loop from the client, every token's time recorded.
 4. Simulated: exactly the same requests (arrivals, lengths, SLOs, instances) on the simulator,
-   pooled over 8 draws of its iteration noise; once with the profile as it is, once at the speed,
-   loop gap and iteration scatter the live instances measured.
+   pooled over 8 draws of its iteration noise; once with the profile as it is (its own spread),
+   once as the live instances ran: their loop gap, and their iterations' mean and scatter against
+   the prediction per band of predicted duration.
 5. Per system, live beside simulated: TTFT and TBT P50/P90/P99, attainment of each SLO and both,
    offloads and preemptions, with relative errors; the profile's own error on the iterations the
    live instances ran; a PNG of the TTFT CDFs.
@@ -22,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ascendra.bench.fidelity import Setup, at_live_speed, compare_rows, run_live, run_sim
+from ascendra.bench.fidelity import Setup, compare_rows, run_live, run_sim, run_sim_at_live_speed
 from ascendra.core.perf_model import PerfModel, isolated_decode_time
 from ascendra.core.request import SLO
 from ascendra.metrics import format_table, write_json
@@ -65,7 +66,7 @@ def main() -> None:
     rows, cdfs, figures = [], {}, {}
     for system in [s for s in args.systems.split(",") if s]:
         live, sim = run_live(system, items, setup), run_sim(system, items, setup, perf)
-        at_speed = run_sim(system, items, setup, at_live_speed(perf, live))
+        at_speed = run_sim_at_live_speed(system, items, setup, perf, live)
         rows += compare_rows(system, live, sim, at_speed)
         cdfs[f"{system} live"], cdfs[f"{system} sim"] = live.ttfts, sim.ttfts
         cdfs[f"{system} sim at live speed"] = at_speed.ttfts

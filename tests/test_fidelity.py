@@ -52,6 +52,7 @@ def test_simulated_ttft_and_tbt_track_a_live_burst(quick_profile: Path) -> None:
     assert 1 / TOLERANCE < tbt < TOLERANCE, (live.summary.tbt_p50, sim.summary.tbt_p50)
     assert live.counts["preemptions"] == sim.counts["preemptions"] == 0
     # The live instances export how their iterations scattered around the prediction, which
-    # `at_live_speed` hands to the simulator.
+    # `run_sim_at_live_speed` hands to the simulator.
     assert 0 < live.counts["spread"] < 1 and 0 <= live.counts["spread_correlation"] < 1
     assert 0.3 < live.counts["slowdown"] < 3
+    assert live.noise is not None and all(0 <= sd < 1 for sd in live.noise.sd)

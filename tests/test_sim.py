@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -99,3 +100,26 @@ def test_iteration_noise_costs_tbt_attainment_near_the_slo():
 
     assert attainment(SC.perf) == 1.0
     assert attainment(replace(SC.perf, spread=0.15)) < 0.5
+
+
+def test_live_noise_by_length_reaches_the_simulator():
+    """Live, short iterations ran over the prediction and long ones under it; the noise built from
+    those measurements draws each simulated iteration as live ones of its length ran."""
+    stats = IterationStats()
+    for k in range(400):
+        wobble = 0.02 * (k % 3 - 1)
+        stats.record(0.05 * (1.10 + wobble), 0.05)  # 50 ms decodes: 10% over
+        stats.record(0.5 * (0.95 + wobble), 0.5)  # half-second chunks: 5% under
+    noise = stats.noise()
+    short, long = ScheduledBatch(), ScheduledBatch()
+    short.add(Request("d", 0.0, 1, 1, SLO(1, 1)), 1)
+    long.add(Request("p", 0.0, 4000, 1, SLO(1, 1)), 4000)
+    for batch in (short, long):
+        predicted = SC.perf.predict(batch.shape)
+        mean, _ = noise.band(predicted)
+        executor = SimExecutor(SC.perf, seed=1, noise=noise)
+        ratio = sum(executor.execute(batch) for _ in range(2000)) / 2000 / predicted
+        assert ratio == pytest.approx(math.exp(mean), rel=0.01)
+    assert noise.band(0.05)[0] == pytest.approx(math.log(1.10), abs=0.005)
+    assert noise.band(0.5)[0] == pytest.approx(math.log(0.95), abs=0.005)
+    assert noise.band(3.0) == (stats.log_ratio.mean, stats.log_ratio.sd)  # no data there: all of it

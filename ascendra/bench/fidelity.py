@@ -20,6 +20,7 @@ from ascendra.bench.prompts import PromptBuilder
 from ascendra.bench.report import to_record
 from ascendra.bench.runner import RunOptions, build_requests, run_requests
 from ascendra.cluster.system import SystemConfig
+from ascendra.core.iteration_stats import BAND_EDGES, IterationNoise, Moments, band_label
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.request import SLO
 from ascendra.metrics import Summary, summarize
@@ -57,6 +58,7 @@ class Side:
     summary: Summary
     ttfts: list[float]
     counts: dict[str, float] = field(default_factory=dict)
+    noise: IterationNoise | None = None  # live: how the iterations scattered, by length
 
 
 def serve_args(system: str, setup: Setup) -> list[str]:
@@ -102,34 +104,51 @@ def run_live(system: str, items: Sequence[WorkItem], setup: Setup) -> Side:
         "spread": over_steps("ascendra_instance_iteration_spread"),
         "spread_correlation": over_steps("ascendra_instance_iteration_spread_correlation"),
     }
-    return Side(summarize(records), [r.ttft for r in records if r.ttft is not None], counts)
+    return Side(summarize(records), [r.ttft for r in records if r.ttft is not None], counts,
+                live_noise(text, counts["spread_correlation"]))
 
 
-def run_sim(system: str, items: Sequence[WorkItem], setup: Setup, perf: PerfModel, seeds: int = 8) -> Side:
-    """Where the profile has a spread, one simulation is one draw of the iteration noise, and
-    attainment moves by several points from draw to draw (a live run is one draw too): the
+def live_noise(text: str, correlation: float) -> IterationNoise:
+    """The live instances' iterations against the prediction, pooled over instances, by band of
+    predicted duration (from the `ascendra_instance_iteration_log_ratio_*` gauges)."""
+    bands = []
+    for b in range(len(BAND_EDGES) + 1):
+        def stat(name: str, b: int = b) -> float:
+            return metric(text, f"ascendra_instance_iteration_log_ratio_{name}", band=band_label(b))
+        bands.append(Moments(int(stat("count")), stat("sum"), stat("squares")))
+    pooled = Moments(sum(m.n for m in bands), sum(m.total for m in bands), sum(m.squares for m in bands))
+    return IterationNoise.from_moments(bands, pooled, correlation)
+
+
+def run_sim(
+    system: str, items: Sequence[WorkItem], setup: Setup, perf: PerfModel, seeds: int = 8,
+    noise: IterationNoise | None = None,
+) -> Side:
+    """Where iterations scatter (`noise`, or the profile's spread), one simulation is one draw,
+    and attainment moves by several points from draw to draw (a live run is one draw too): the
     requests of `seeds` draws are pooled, so the figures are the simulator's expectation."""
     perf = replace(perf, num_kv_blocks=setup.num_blocks)
     cfg = SystemConfig(
         system, setup.instances, num_hp=setup.num_hp(system), token_budget=setup.budget(system)
     )
-    draws = seeds if perf.spread > 0 else 1
+    draws = seeds if noise is not None or perf.spread > 0 else 1
     requests, counts = [], {"offloads": 0.0, "preemptions": 0.0}
     for seed in range(draws):
-        res = simulate(cfg, perf, to_requests(list(items), lambda _: setup.slo), seed=seed)
+        res = simulate(cfg, perf, to_requests(list(items), lambda _: setup.slo), seed=seed, noise=noise)
         requests += res.requests
         counts["offloads"] += res.num_offloads / draws
         counts["preemptions"] += res.num_preemptions / draws
     return Side(summarize(requests), [r.ttft for r in requests if r.ttft is not None], counts)
 
 
-def at_live_speed(perf: PerfModel, live: Side) -> PerfModel:
-    """The profile as the live run's machine ran it: `slowdown` times slower, each iteration
-    followed by the serving loop's measured gap, and scattered as the live iterations were."""
-    c = live.counts
-    slow = perf.scaled(c["slowdown"])
-    return replace(slow, coef=[slow.coef[0] + c["gap"], *slow.coef[1:]], spread=c["spread"],
-                   spread_correlation=c["spread_correlation"])
+def run_sim_at_live_speed(system: str, items: Sequence[WorkItem], setup: Setup, perf: PerfModel,
+                          live: Side) -> Side:
+    """The profile as the live run's machine ran it: each iteration followed by the serving loop's
+    measured gap, and drawn around the prediction as live iterations of its length ran (their
+    mean and scatter per band of predicted duration: the host's speed on the day, and the model's
+    error by iteration length)."""
+    with_gap = replace(perf, coef=[perf.coef[0] + live.counts["gap"], *perf.coef[1:]])
+    return run_sim(system, items, setup, with_gap, noise=live.noise)
 
 
 def error(name: str, sim: float, live: float) -> float:

@@ -3,8 +3,8 @@
 Two kinds of event: a request arrives, or an instance's iteration ends. Arrivals come pre-sorted,
 iteration ends from a heap; whichever is earlier happens next. An iteration's duration is the
 performance model's prediction for the batch the real scheduler chose (`SimExecutor`), scattered
-by the profile's measured spread, and its tokens are placeholders: a simulated request ends when it
-reaches its trace output length.
+as measured (the profile's spread, or a live run's `IterationNoise`), and its tokens are
+placeholders: a simulated request ends when it reaches its trace output length.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from ascendra.cluster.system import SystemConfig, build_cluster
 from ascendra.core.batch import ScheduledBatch
+from ascendra.core.iteration_stats import IterationNoise
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.request import Request, RequestStatus
 
@@ -25,23 +26,28 @@ from ascendra.core.request import Request, RequestStatus
 class SimExecutor:
     """Runs nothing: returns how long the iteration would take.
 
-    Where the profile has a `spread`, the prediction is multiplied by a mean-1 lognormal factor
-    whose log follows an AR(1) process with the profile's `spread_correlation`, seeded. A request
-    meets its TBT SLO only if (nearly) every gap does, so one slow iteration can fail it: a
-    simulator whose iterations all take exactly their prediction overstates TBT attainment."""
+    With `noise` (or, without it, where the profile has a `spread`) the prediction is scattered
+    as live iterations are, seeded. A request meets its TBT SLO only if (nearly) every gap does,
+    so one slow iteration can fail it: a simulator whose iterations all take exactly their
+    prediction overstates TBT attainment."""
 
-    def __init__(self, perf_model: PerfModel, seed: int | str = 0) -> None:
+    def __init__(
+        self, perf_model: PerfModel, seed: int | str = 0, noise: IterationNoise | None = None
+    ) -> None:
         self.perf_model = perf_model
+        pm = perf_model
+        self.noise = noise or IterationNoise.around_prediction(pm.spread, pm.spread_correlation)
         self._rng = random.Random(seed)
         self._z = 0.0  # the AR(1) state: a standard normal
 
     def execute(self, batch: ScheduledBatch) -> float:
         seconds = self.perf_model.predict(batch.shape)
-        sd, rho = self.perf_model.spread, self.perf_model.spread_correlation
-        if sd <= 0:
+        if self.noise is None:
             return seconds
+        mean, sd = self.noise.band(seconds)
+        rho = self.noise.correlation
         self._z = rho * self._z + math.sqrt(1.0 - rho * rho) * self._rng.gauss(0.0, 1.0)
-        return seconds * math.exp(sd * self._z - 0.5 * sd * sd)
+        return seconds * math.exp(mean + sd * self._z)
 
 
 @dataclass
@@ -74,13 +80,15 @@ def simulate(
     requests: list[Request],
     progress: Callable[[int], None] | None = None,
     seed: int = 0,
+    noise: IterationNoise | None = None,
 ) -> SimResult:
     """Serve `requests` (fresh ones: this mutates them) on the system and return them finished.
-    `progress(n)` is called with the number of requests finished since the last call; `seed` seeds
-    the iteration noise (if the profile has a spread), one stream per instance."""
+    `progress(n)` is called with the number of requests finished since the last call. Iterations
+    scatter by `noise` (default: the profile's spread, if any), seeded by `seed`, one stream per
+    instance."""
     wall0 = time.perf_counter()
     schedulers, router = build_cluster(config, perf_model)
-    executors = [SimExecutor(perf_model, f"{seed}:{i}") for i in range(len(schedulers))]
+    executors = [SimExecutor(perf_model, f"{seed}:{i}", noise) for i in range(len(schedulers))]
     offloading = router.config.offload
     n_inst = len(schedulers)
     batches: list[ScheduledBatch | None] = [None] * n_inst

@@ -6,6 +6,7 @@ from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ascendra.core.iteration_stats import band_label
 from ascendra.engine.instance import RequestOutput
 from ascendra.metrics.records import RequestRecord
 from ascendra.runtime.live.messages import Snapshot
@@ -52,6 +53,14 @@ class ServerMetrics(ClusterObserver):
                               "ascendra_instance_iteration_gap_seconds", labels, registry=r)
         self.spread = Gauge("ascendra_instance_iteration_spread", "Standard deviation over iterations "
                             "of log(measured / predicted duration)", labels, registry=r)
+        band = [*labels, "band"]
+        self.log_ratio_count = Gauge("ascendra_instance_iteration_log_ratio_count", "Iterations by band "
+                                     "of predicted duration (band: its upper edge in seconds)", band,
+                                     registry=r)
+        self.log_ratio_sum = Gauge("ascendra_instance_iteration_log_ratio_sum", "Sum of log(measured / "
+                                   "predicted duration) over the band's iterations", band, registry=r)
+        self.log_ratio_squares = Gauge("ascendra_instance_iteration_log_ratio_squares", "Sum of its "
+                                       "squares", band, registry=r)
         self.spread_correlation = Gauge("ascendra_instance_iteration_spread_correlation", "Lag-1 "
                                         "autocorrelation of log(measured / predicted duration): how "
                                         "much slow iterations come in runs", labels, registry=r)
@@ -82,6 +91,11 @@ class ServerMetrics(ClusterObserver):
         self.num_gaps.labels(*lab).set(it.num_gaps)
         self.spread.labels(*lab).set(it.spread)
         self.spread_correlation.labels(*lab).set(it.spread_correlation)
+        for b, m in enumerate(it.bands):
+            if m.n:
+                self.log_ratio_count.labels(*lab, band_label(b)).set(m.n)
+                self.log_ratio_sum.labels(*lab, band_label(b)).set(m.total)
+                self.log_ratio_squares.labels(*lab, band_label(b)).set(m.squares)
         seen = self._preempt_seen.get(worker.index, 0)
         if snap.num_preemptions > seen:
             self.preemptions.labels(str(worker.index)).inc(snap.num_preemptions - seen)
