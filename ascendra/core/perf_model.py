@@ -20,7 +20,7 @@ import json
 import math
 from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -144,10 +144,6 @@ class PerfModel:
         while n + 1 < cap and cost(n + 1) <= time_limit:
             n += 1
         return n
-
-    def scaled(self, factor: float) -> PerfModel:
-        """The same machine running `factor` times slower throughout (a noisy neighbour)."""
-        return replace(self, coef=[c * factor for c in self.coef])
 
     # ---- fitting -------------------------------------------------------------------------------
 
