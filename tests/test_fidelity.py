@@ -52,7 +52,8 @@ def test_simulated_ttft_and_tbt_track_a_live_burst(quick_profile: Path) -> None:
     assert 1 / TOLERANCE < tbt < TOLERANCE, (live.summary.tbt_p50, sim.summary.tbt_p50)
     assert live.counts["preemptions"] == sim.counts["preemptions"] == 0
     # The live instances export how their iterations scattered around the prediction, which
-    # `run_sim_at_live_speed` hands to the simulator.
+    # `run_sim_calibrated` hands to the simulator.
     assert 0 < live.counts["spread"] < 1 and 0 <= live.counts["spread_correlation"] < 1
     assert 0.3 < live.counts["slowdown"] < 3
-    assert live.noise is not None and all(0 <= sd < 1 for sd in live.noise.sd)
+    noise = live.calibration.noise()
+    assert sum(m.n for m in live.calibration.bands) > 0 and all(0 <= sd < 1 for sd in noise.sd)

@@ -58,7 +58,40 @@ class Side:
     summary: Summary
     ttfts: list[float]
     counts: dict[str, float] = field(default_factory=dict)
-    noise: IterationNoise | None = None  # live: how the iterations scattered, by length
+    calibration: Calibration | None = None  # live: how its iterations ran against the profile
+
+
+@dataclass
+class Calibration:
+    """What a live run measured of its iterations against the profile: the serving loop's gap
+    after each, and log(measured / predicted) per band of predicted duration (the host's speed on
+    the day, the model's error by iteration length, the scatter) with its lag-1 correlation."""
+
+    gap: float
+    bands: list[Moments]
+    correlation: float
+
+    @classmethod
+    def from_metrics(cls, text: str, gap: float, correlation: float) -> Calibration:
+        """Pooled over the instances (the `ascendra_instance_iteration_log_ratio_*` gauges)."""
+        def stat(name: str, b: int) -> float:
+            return metric(text, f"ascendra_instance_iteration_log_ratio_{name}", band=band_label(b))
+
+        bands = [Moments(int(stat("count", b)), stat("sum", b), stat("squares", b))
+                 for b in range(len(BAND_EDGES) + 1)]
+        return cls(gap, bands, correlation)
+
+    @classmethod
+    def pooled(cls, runs: Sequence[Calibration]) -> Calibration:
+        """Several runs' measurements as one, each weighed by its iterations."""
+        n = [sum(m.n for m in c.bands) for c in runs]
+        total = sum(n) or 1
+        bands = [Moments.pooled(c.bands[b] for c in runs) for b in range(len(BAND_EDGES) + 1)]
+        return cls(sum(k * c.gap for k, c in zip(n, runs, strict=True)) / total, bands,
+                   sum(k * c.correlation for k, c in zip(n, runs, strict=True)) / total)
+
+    def noise(self) -> IterationNoise:
+        return IterationNoise.from_moments(self.bands, Moments.pooled(self.bands), self.correlation)
 
 
 def serve_args(system: str, setup: Setup) -> list[str]:
@@ -104,20 +137,8 @@ def run_live(system: str, items: Sequence[WorkItem], setup: Setup) -> Side:
         "spread": over_steps("ascendra_instance_iteration_spread"),
         "spread_correlation": over_steps("ascendra_instance_iteration_spread_correlation"),
     }
-    return Side(summarize(records), [r.ttft for r in records if r.ttft is not None], counts,
-                live_noise(text, counts["spread_correlation"]))
-
-
-def live_noise(text: str, correlation: float) -> IterationNoise:
-    """The live instances' iterations against the prediction, pooled over instances, by band of
-    predicted duration (from the `ascendra_instance_iteration_log_ratio_*` gauges)."""
-    bands = []
-    for b in range(len(BAND_EDGES) + 1):
-        def stat(name: str, b: int = b) -> float:
-            return metric(text, f"ascendra_instance_iteration_log_ratio_{name}", band=band_label(b))
-        bands.append(Moments(int(stat("count")), stat("sum"), stat("squares")))
-    pooled = Moments(sum(m.n for m in bands), sum(m.total for m in bands), sum(m.squares for m in bands))
-    return IterationNoise.from_moments(bands, pooled, correlation)
+    cal = Calibration.from_metrics(text, counts["gap"], counts["spread_correlation"])
+    return Side(summarize(records), [r.ttft for r in records if r.ttft is not None], counts, cal)
 
 
 def run_sim(
@@ -141,14 +162,12 @@ def run_sim(
     return Side(summarize(requests), [r.ttft for r in requests if r.ttft is not None], counts)
 
 
-def run_sim_at_live_speed(system: str, items: Sequence[WorkItem], setup: Setup, perf: PerfModel,
-                          live: Side) -> Side:
-    """The profile as the live run's machine ran it: each iteration followed by the serving loop's
-    measured gap, and drawn around the prediction as live iterations of its length ran (their
-    mean and scatter per band of predicted duration: the host's speed on the day, and the model's
-    error by iteration length)."""
-    with_gap = replace(perf, coef=[perf.coef[0] + live.counts["gap"], *perf.coef[1:]])
-    return run_sim(system, items, setup, with_gap, noise=live.noise)
+def run_sim_calibrated(system: str, items: Sequence[WorkItem], setup: Setup, perf: PerfModel,
+                       cal: Calibration) -> Side:
+    """The profile as a live run found the machine: each iteration followed by the serving loop's
+    gap, and drawn around its prediction as live iterations of its length ran."""
+    with_gap = replace(perf, coef=[perf.coef[0] + cal.gap, *perf.coef[1:]])
+    return run_sim(system, items, setup, with_gap, noise=cal.noise())
 
 
 def error(name: str, sim: float, live: float) -> float:
@@ -158,23 +177,21 @@ def error(name: str, sim: float, live: float) -> float:
     return (sim - live) / live if live else float("nan")
 
 
-def compare_rows(system: str, live: Side, sim: Side, at_speed: Side | None = None) -> list[dict]:
-    """Live beside simulated (and beside simulated at the live run's measured speed, if given)."""
+def compare_rows(system: str, live: Side, columns: dict[str, Side]) -> list[dict]:
+    """Live beside each simulated column, with its error."""
     rows = []
     for name in METRICS:
-        lv, sv = getattr(live.summary, name), getattr(sim.summary, name)
+        lv = getattr(live.summary, name)
         unit = "pts" if "attainment" in name else "%"
-        row = {"system": system, "metric": name, "live": lv, "simulated": sv,
-               "error": f"{100 * error(name, sv, lv):+.1f} {unit}"}
-        if at_speed is not None:
-            av = getattr(at_speed.summary, name)
-            row["sim at live speed"] = av
-            row["error at live speed"] = f"{100 * error(name, av, lv):+.1f} {unit}"
+        row = {"system": system, "metric": name, "live": lv}
+        for col, side in columns.items():
+            sv = getattr(side.summary, name)
+            row[col] = sv
+            row[f"{col}: error"] = f"{100 * error(name, sv, lv):+.1f} {unit}"
         rows.append(row)
     for name in COUNTS:
-        row = {"system": system, "metric": name, "live": live.counts[name], "simulated": sim.counts[name],
-               "error": ""}
-        if at_speed is not None:
-            row |= {"sim at live speed": at_speed.counts[name], "error at live speed": ""}
+        row = {"system": system, "metric": name, "live": live.counts[name]}
+        for col, side in columns.items():
+            row |= {col: side.counts[name], f"{col}: error": ""}
         rows.append(row)
     return rows

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 # Upper edges (seconds of predicted duration) of the bands: doubling from 12.5 ms to 3.2 s.
@@ -30,6 +31,13 @@ class Moments:
     n: int = 0
     total: float = 0.0
     squares: float = 0.0
+
+    @classmethod
+    def pooled(cls, parts: Iterable[Moments]) -> Moments:
+        out = cls()
+        for m in parts:
+            out.n, out.total, out.squares = out.n + m.n, out.total + m.total, out.squares + m.squares
+        return out
 
     def add(self, x: float) -> None:
         self.n += 1
