@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from ascendra.core.batch import BatchShape, ScheduledBatch
 from ascendra.core.block_manager import BlockManager
-from ascendra.core.iteration_stats import IterationStats
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.queue import RequestQueue
 from ascendra.core.request import Request, RequestStatus
@@ -86,11 +85,9 @@ class Scheduler:
         # Measured over predicted iteration time, smoothed: what the performance model misses on
         # this instance now (a noisy neighbour, a slower machine than profiled). Budgets and
         # projections scale by it. In the simulator it stays near 1 (iterations take the prediction,
-        # scattered by the profile's spread); live, it is learnt from the `now`s given to schedule
-        # and update, no clock read.
+        # scattered as measured); live, it is learnt from the `now`s given to schedule and update,
+        # no clock read.
         self.slowdown = 1.0
-        self.iterations = IterationStats()  # how iterations ran against the model's prediction
-        self._busy_since: float | None = None  # end of the last iteration, if work was left
 
     # ---- policy hooks --------------------------------------------------------------------------
 
@@ -101,8 +98,6 @@ class Scheduler:
         """The batch of the next iteration, starting at `now`."""
         batch = self._schedule(now)
         batch.start_time = now
-        if self._busy_since is not None and batch.requests:
-            self.iterations.record_gap(now - self._busy_since)
         return batch
 
     def _schedule(self, now: float) -> ScheduledBatch:
@@ -309,10 +304,8 @@ class Scheduler:
             finished.append(req)
         if finished:
             self.running = [r for r in self.running if r.status is running]
-        self._busy_since = now if self.has_unfinished() else None
         if self.perf_model is not None and batch.requests:
             elapsed, predicted = now - batch.start_time, self.perf_model.predict(batch.shape)
-            self.iterations.record(elapsed, predicted)
             if predicted > 0:
                 ratio = min(max(elapsed / predicted, SLOWDOWN_RANGE[0]), SLOWDOWN_RANGE[1])
                 self.slowdown += SLOWDOWN_GAIN * (ratio - self.slowdown)

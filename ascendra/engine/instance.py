@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ascendra.core.batch import ScheduledBatch
+from ascendra.core.iteration_stats import IterationStats
 from ascendra.core.request import Request, RequestStatus
 from ascendra.core.scheduler import Scheduler
 
@@ -62,6 +63,10 @@ class Instance:
         self.requests: dict[str, Request] = {}
         self._text: dict[str, _TextState] = {}
         self.num_steps = 0
+        # How the iterations really ran against the performance model (live only: the simulator
+        # has nothing to measure), and when the last one ended if work was left.
+        self.iterations = IterationStats()
+        self._busy_since: float | None = None
 
     # ---- requests in and out -------------------------------------------------------------------
 
@@ -111,11 +116,16 @@ class Instance:
         batch = self.scheduler.schedule(clock())
         if not batch.requests:
             return []
+        if self._busy_since is not None:
+            self.iterations.record_gap(batch.start_time - self._busy_since)
         out = self.executor.execute(batch)
         now = clock()
         sampled = [i for i in range(len(batch)) if batch.samples(i)]
         self.scheduler.update(batch, out.token_ids, now)
         self.num_steps += 1
+        if self.scheduler.perf_model is not None:
+            self.iterations.record(now - batch.start_time, self.scheduler.perf_model.predict(batch.shape))
+        self._busy_since = now if self.has_unfinished() else None
         outputs = []
         for i in sampled:
             req = batch.requests[i]

@@ -15,6 +15,7 @@ import time
 
 import zmq
 
+from ascendra.core.iteration_stats import IterationStats
 from ascendra.core.request import SLO, Request, RequestStatus
 from ascendra.core.scheduler import Scheduler
 from ascendra.engine.factory import InstanceSpec, build_instance
@@ -31,7 +32,7 @@ def identity(index: int) -> bytes:
     return f"instance-{index}".encode()
 
 
-def snapshot_of(sched: Scheduler, num_steps: int = 0) -> m.Snapshot:
+def snapshot_of(sched: Scheduler, num_steps: int = 0, iterations: IterationStats | None = None) -> m.Snapshot:
     snap = sched.snapshot()
     bm = sched.block_manager
     return m.Snapshot(
@@ -51,7 +52,7 @@ def snapshot_of(sched: Scheduler, num_steps: int = 0) -> m.Snapshot:
         num_steps=num_steps,
         min_ttft_slo=getattr(sched, "min_ttft_slo", None),
         slowdown=sched.slowdown,
-        iterations=sched.iterations,
+        iterations=iterations or IterationStats(),
     )
 
 
@@ -188,7 +189,8 @@ class WorkerLoop:
         rep = self._report
         self.num_reports += 1
         rep.acked_seq, rep.number = self.acked_seq, self.num_reports
-        rep.snapshot = snapshot_of(self.instance.scheduler, self.instance.num_steps)
+        inst = self.instance
+        rep.snapshot = snapshot_of(inst.scheduler, inst.num_steps, inst.iterations)
         # Only requests that have not started can be moved: with none listed there is nothing to check.
         rep.awaits_check = self.await_offload_check and any(not e.started for e in rep.snapshot.waiting)
         self.sock.send(m.encode(rep))
