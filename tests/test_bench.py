@@ -174,7 +174,10 @@ def test_max_duration_cuts_off_a_hung_stream(server, tmp_path: Path) -> None:
     base, _ = server
     trace = write_trace(tmp_path / "t.csv", [(0.0, 5, 4), (0.05, 5, HANG_LEN)])
     t = time.monotonic()
-    d = bench(base, trace, tmp_path / "cut.json", "--max-duration", "1.0")
+    # Loose SLOs: this test is about the cut-off, and the finished request must count as met
+    # even if the shared machine stalls this process for a moment (argparse: the last flag wins).
+    d = bench(base, trace, tmp_path / "cut.json", "--max-duration", "1.0", "--ttft-slo-ms", "3000",
+              "--tbt-slo-ms", "1000")
     assert time.monotonic() - t < 10
     ok, hung = d["requests"]
     assert ok["ok"] and not hung["ok"] and "cut off" in hung["error"]
