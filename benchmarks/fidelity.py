@@ -5,9 +5,10 @@
 3. Live: for each system, `ascendra serve` on loopback (2 instances; Ascendra 1 LP + 1 HP), the
    requests replayed open-loop from the client, every token's time recorded.
 4. Simulated: exactly the same requests (arrivals, lengths, SLOs, instances) on the simulator,
-   pooled over 8 draws of its iteration noise; once with the profile as it is (its own spread),
-   once as the live instances ran: their loop gap, and their iterations' mean and scatter against
-   the prediction per band of predicted duration.
+   pooled over 8 draws of its iteration noise, three ways: ahead of time (the profile and its own
+   spread); calibrated on the other systems' live runs (a prediction of a run it has not seen);
+   calibrated on this run. A calibration is what the live instances measured: their loop gap,
+   and their iterations' mean and scatter against the prediction per band of predicted duration.
 5. Per system, live beside simulated: TTFT and TBT P50/P90/P99, attainment of each SLO and both,
    offloads and preemptions, with relative errors; the profile's own error on the iterations the
    live instances ran; a PNG of the TTFT CDFs.
