@@ -91,7 +91,7 @@ class Calibration:
                    sum(k * c.correlation for k, c in zip(n, runs, strict=True)) / total)
 
     def noise(self) -> IterationNoise:
-        return IterationNoise.from_moments(self.bands, Moments.pooled(self.bands), self.correlation)
+        return IterationNoise.from_moments(self.bands, self.correlation)
 
 
 def serve_args(system: str, setup: Setup) -> list[str]:
@@ -133,11 +133,11 @@ def run_live(system: str, items: Sequence[WorkItem], setup: Setup) -> Side:
         "slowdown": busy / predicted if predicted else float("nan"),
         # The serving loop's own time per iteration (detokenizing, reporting, IPC).
         "gap": metric(text, "ascendra_instance_iteration_gap_seconds") / gaps if gaps else 0.0,
-        # How single iterations scattered around that, and whether slow ones came in runs.
-        "spread": over_steps("ascendra_instance_iteration_spread"),
+        # Whether slow iterations came in runs.
         "spread_correlation": over_steps("ascendra_instance_iteration_spread_correlation"),
     }
     cal = Calibration.from_metrics(text, counts["gap"], counts["spread_correlation"])
+    counts["spread"] = Moments.pooled(cal.bands).sd  # how single iterations scattered around it
     return Side(summarize(records), [r.ttft for r in records if r.ttft is not None], counts, cal)
 
 

@@ -73,7 +73,9 @@ class IterationNoise:
         return cls((-0.5 * spread * spread,), (spread,), correlation)
 
     @classmethod
-    def from_moments(cls, bands: list[Moments], pooled: Moments, correlation: float) -> IterationNoise:
+    def from_moments(cls, bands: list[Moments], correlation: float) -> IterationNoise:
+        """Each band's mean and sd; a band with too few iterations takes those of all of them."""
+        pooled = Moments.pooled(bands)
         thin = [m.n < MIN_BAND_COUNT for m in bands]
         return cls(
             tuple(pooled.mean if t else m.mean for m, t in zip(bands, thin, strict=True)),
@@ -95,8 +97,7 @@ class IterationStats:
     # loop's own cost (detokenizing, reporting, IPC), which no iteration includes.
     gap_time: float = 0.0
     num_gaps: int = 0
-    # x = log(measured / predicted) per iteration: over all, per band, and x times the previous x.
-    log_ratio: Moments = field(default_factory=Moments)
+    # x = log(measured / predicted) per iteration, per band, and x times the previous x.
     bands: list[Moments] = field(default_factory=lambda: [Moments() for _ in range(len(BAND_EDGES) + 1)])
     lag_products: float = 0.0
     last_log_ratio: float | None = None
@@ -111,7 +112,6 @@ class IterationStats:
         if elapsed <= 0 or predicted <= 0:
             return
         x = math.log(elapsed / predicted)
-        self.log_ratio.add(x)
         self.bands[bisect_left(BAND_EDGES, predicted)].add(x)
         if self.last_log_ratio is not None:
             self.lag_products += x * self.last_log_ratio
@@ -123,23 +123,24 @@ class IterationStats:
         return self.busy_time / self.predicted_busy_time if self.predicted_busy_time > 0 else 1.0
 
     @property
+    def log_ratio(self) -> Moments:
+        """x over all iterations."""
+        return Moments.pooled(self.bands)
+
+    @property
     def spread(self) -> float:
         """Standard deviation of log(measured / predicted) over single iterations."""
         return self.log_ratio.sd
 
     @property
     def spread_correlation(self) -> float:
-        return lag_correlation(self.log_ratio, self.lag_products)
+        """Lag-1 autocorrelation of x: near 0 if slow iterations come alone, near 1 if in long
+        runs. Kept in [0, 0.99] for the simulator's AR(1)."""
+        x = self.log_ratio
+        if x.n < 3 or x.sd <= 0:
+            return 0.0
+        cov = self.lag_products / (x.n - 1) - x.mean**2
+        return min(max(cov / (x.sd * x.sd), 0.0), 0.99)
 
     def noise(self) -> IterationNoise:
-        return IterationNoise.from_moments(self.bands, self.log_ratio, self.spread_correlation)
-
-
-def lag_correlation(moments: Moments, lag_products: float) -> float:
-    """Lag-1 autocorrelation of x from its moments and the sum of x_i * x_(i-1): near 0 if slow
-    iterations come alone, near 1 if in long runs. Kept in [0, 0.99] for the simulator's AR(1)."""
-    n, sd = moments.n, moments.sd
-    if n < 3 or sd <= 0:
-        return 0.0
-    cov = lag_products / (n - 1) - moments.mean**2
-    return min(max(cov / (sd * sd), 0.0), 0.99)
+        return IterationNoise.from_moments(self.bands, self.spread_correlation)
