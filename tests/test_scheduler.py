@@ -208,3 +208,52 @@ def test_lp_learns_a_slowdown_and_shrinks_its_budget():
     slow_chunk = dict(zip([r.request_id for r in slow.requests], slow.num_new_tokens, strict=True))["p"]
     assert slow_chunk < chunk / 2
     assert 2 * PERF.predict(slow.shape) <= 0.9 * 0.05 + 1e-9
+
+
+@pytest.mark.parametrize("policy", ["ascendra-lp", "ascendra-hp"])
+@pytest.mark.parametrize("tiny", [1.5e-3, 1e-300])
+def test_an_unmeetable_ttft_slo_neither_stops_nor_throttles_the_instance(policy: str, tiny: float):
+    """A TTFT SLO no iteration can meet used to zero the budget for good, and the instance then
+    chose empty batches forever. Now it shapes nothing: the request is served (and misses), and
+    everyone else's iterations are what they would have been without it."""
+    s, fresh = sched(policy, max_num_batched_tokens=8192), sched(policy, max_num_batched_tokens=8192)
+    assert 0 < s.ttft_floor(s.config, PERF) < 0.05
+    s.add_request(req("long", 6000, out=4, ttft=5.0))
+    s.add_request(req("tiny", 2, out=3, ttft=tiny))
+    fresh.add_request(req("long", 6000, out=4, ttft=5.0))
+    assert s.min_ttft_slo == 5.0 and s.projection() == fresh.projection()
+    first = dict(step(s, 0.0)[0])
+    assert first["long"] == dict(step(fresh, 0.0)[0])["long"]
+    t = 1.0
+    while s.has_unfinished():
+        chosen, _ = step(s, t)
+        assert chosen, "an iteration ran empty while requests wait"
+        t += 1.0
+
+
+@pytest.mark.parametrize("policy", ["ascendra-lp", "ascendra-hp"])
+def test_a_tight_ttft_slo_shapes_the_budget_only_while_its_request_waits(policy: str):
+    s, fresh = sched(policy, max_num_batched_tokens=8192), sched(policy, max_num_batched_tokens=8192)
+    for x in (s, fresh):
+        x.add_request(req("long", 6000, out=4, ttft=5.0))
+    tight = req("tight", 4, out=3, ttft=0.05, tbt=10.0)  # a 22 ms iteration fits: it counts
+    s.add_request(tight)
+    chosen = dict(step(s, 0.0)[0])
+    assert tight.output_token_ids and chosen["long"] < 200  # the iteration kept short for it
+    # Its first token came: the rule reads what a fresh instance's reads, and prompts go as fast
+    # as the decode's loose TBT allows rather than the tight TTFT.
+    assert s.min_ttft_slo == 5.0 and s.projection() == fresh.projection()
+    assert dict(step(s, 1.0)[0])["long"] > 4000
+
+
+def test_the_progress_guarantee_when_no_chunk_fits_the_limit():
+    """Deep into a long prompt, attention alone can make one more token cost more than the time
+    limit a tight (but meetable) TTFT SLO sets; the iteration still takes a minimal chunk."""
+    perf = PerfModel(coef=[0.010, 1e-6, 1e-4, 1e-6, 5e-8, 1e-5], knees=[64], num_kv_blocks=4096)
+    s = make_scheduler("ascendra-lp", SchedulerConfig(max_num_batched_tokens=4096, min_prefill_chunk=16),
+                       BlockManager(4096, 16), perf)
+    s.add_request(req("long", 8000, ttft=100.0))
+    assert [n for _, n in step(s, 0.0)[0]] == [4096]
+    s.add_request(req("tight", 4, ttft=0.025))  # arrived at 0: hopeless at 1.0, so deferred
+    assert s.min_ttft_slo == 0.025  # above the floor: its 11 ms limit holds
+    assert step(s, 1.0)[0] == [("long", 16)]

@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from ascendra.core.projection import QueueView
 from ascendra.core.request import Request
-from ascendra.core.scheduler import PrefillRate, QueueSnapshot
 
 
 class Role:
@@ -26,10 +26,8 @@ class InstanceView(Protocol):
 
     pending_prefill_tokens: int
     num_waiting: int
-    slowdown: float  # measured over predicted iteration time, as the instance has learnt it
 
-    def snapshot(self) -> QueueSnapshot: ...
-    def prefill_rate(self, num_decodes: int, decode_context: int, min_tbt: float | None) -> PrefillRate: ...
+    def snapshot(self) -> QueueView: ...  # carries the instance's Projection
     def take_waiting(self, request: Request) -> bool: ...
     def add_request(self, request: Request) -> None: ...
 
@@ -51,10 +49,6 @@ class RouterConfig:
     # it compared as it is, that noise rather than the load would pick the instance, and requests
     # would pile onto whichever last ran a little fast. A real noisy neighbour still counts.
     slowdown_tolerance: float = 0.1
-
-
-def _rate(view: InstanceView, snap: QueueSnapshot) -> PrefillRate:
-    return view.prefill_rate(snap.num_decodes, snap.decode_context, snap.min_tbt)
 
 
 class Router:
@@ -85,14 +79,15 @@ class Router:
         alive = [i for i, ok in enumerate(self.alive) if ok]
         if not alive:
             raise RuntimeError("no live instance to dispatch to")
-        fastest = min(self.instances[i].slowdown for i in alive)
+        snaps = {i: self.instances[i].snapshot() for i in alive}
+        slowdown = {i: s.projection.slowdown for i, s in snaps.items()}
+        fastest = min(slowdown.values())
         best, best_key = -1, (math.inf, math.inf)
         for i in alive:
-            view = self.instances[i]
-            snap = view.snapshot()
-            t = _rate(view, snap).time_for(view.pending_prefill_tokens + request.num_remaining_prefill)
-            if view.slowdown <= fastest * (1.0 + self.config.slowdown_tolerance):
-                t *= fastest / view.slowdown  # as fast as the fastest: the difference is noise
+            view, snap = self.instances[i], snaps[i]
+            t = snap.prefill_rate().time_for(view.pending_prefill_tokens + request.num_remaining_prefill)
+            if slowdown[i] <= fastest * (1.0 + self.config.slowdown_tolerance):
+                t *= fastest / slowdown[i]  # as fast as the fastest: the difference is noise
             if self.roles[i] == Role.HP:
                 t *= self.config.hp_dispatch_weight
             # Microsecond rounding: a projection is no finer than that, and float noise must not
@@ -117,7 +112,7 @@ class Router:
         if not view.num_waiting:
             return []  # nothing waiting, nothing to project (most iterations at moderate load)
         snap = view.snapshot()
-        rate = _rate(view, snap)
+        rate = snap.prefill_rate()
         ahead = sum(r.num_remaining_prefill for r in snap.prefilling)
         margin = cfg.offload_margin
         moves: list[tuple[Request, int]] = []
@@ -166,7 +161,7 @@ class Router:
                     break
                 if other.ttft_deadline >= now:  # missed ones are deferred behind (ascendra_hp)
                     ahead += other.num_remaining_prefill
-            t = now + _rate(view, snap).time_for(ahead)
+            t = now + snap.prefill_rate().time_for(ahead)
             if t <= req.ttft_deadline and t < best_t:
                 best, best_t = h, t
         return best

@@ -7,63 +7,19 @@ share: the waiting queue and the running list, block accounting, preemption by r
 
 from __future__ import annotations
 
-import math
+from bisect import bisect_left, insort
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ascendra.core.batch import BatchShape, ScheduledBatch
 from ascendra.core.block_manager import BlockManager
+from ascendra.core.config import SchedulerConfig
 from ascendra.core.perf_model import PerfModel
+from ascendra.core.projection import PrefillRate, Projection, QueueView
 from ascendra.core.queue import RequestQueue
 from ascendra.core.request import Request, RequestStatus
 
 SLOWDOWN_GAIN = 0.2  # weight of the newest iteration in the slowdown average
 SLOWDOWN_RANGE = (0.2, 10.0)  # one wild measurement (a descheduled process) moves it only so far
-
-
-@dataclass
-class SchedulerConfig:
-    # The most tokens one iteration may carry (vLLM's max_num_batched_tokens, Sarathi's budget).
-    max_num_batched_tokens: int = 2048
-    max_num_seqs: int = 256
-    # Ascendra policies: the iteration-time target as a share of the tightest running TBT SLO.
-    tbt_target: float = 0.9
-    # Ascendra policies: the iteration-time cap as a share of the tightest TTFT SLO seen.
-    ttft_target: float = 0.45
-    # Ascendra policies: the most prompt tokens one iteration may carry when nothing is decoding.
-    max_idle_budget: int = 8192
-
-
-@dataclass(slots=True)
-class PrefillRate:
-    """How fast an instance works through prompt tokens under its current decode load: full
-    iterations carry `tokens_per_iteration` prompt tokens in `iteration_time`; a last, partial one
-    costs in between `base_time` (the decodes alone) and a full one."""
-
-    tokens_per_iteration: int
-    iteration_time: float
-    base_time: float
-
-    def time_for(self, tokens: int) -> float:
-        per = self.tokens_per_iteration
-        if per <= 0:
-            return math.inf
-        full, part = divmod(tokens, per)
-        t = full * self.iteration_time
-        if part:
-            t += self.base_time + (self.iteration_time - self.base_time) * part / per
-        return t
-
-
-@dataclass(slots=True)
-class QueueSnapshot:
-    """What the router reads to project first-token times, taken without copying requests."""
-
-    waiting: list[Request]  # not started, in the order the policy serves them
-    prefilling: list[Request]  # admitted, prompt partly computed
-    num_decodes: int
-    decode_context: int
-    min_tbt: float | None
 
 
 class Scheduler:
@@ -75,7 +31,7 @@ class Scheduler:
         self.config = config
         self.block_manager = block_manager
         self.perf_model = perf_model
-        self.waiting = RequestQueue(self.waiting_key())
+        self.waiting = RequestQueue(self.waiting_key)
         # Admitted requests, in the order they were admitted (their priority for preemption).
         self.running: list[Request] = []
         self.num_preemptions = 0
@@ -88,11 +44,17 @@ class Scheduler:
         # scattered as measured); live, it is learnt from the `now`s given to schedule and update,
         # no clock read.
         self.slowdown = 1.0
+        # TTFT SLOs of the requests here that have no first token yet, sorted: the Ascendra
+        # budgets read the tightest. Only requests present count, so a request's SLO stops
+        # shaping this instance's iterations the moment it has its first token or leaves.
+        self._ttft_slos: list[float] = []
+        self._ttft_floor = 0.0 if perf_model is None else self.ttft_floor(config, perf_model)
 
     # ---- policy hooks --------------------------------------------------------------------------
 
-    def waiting_key(self) -> Callable[[Request], float]:
-        return _arrival
+    # The order the waiting queue is served in (FCFS here); a static rule, so the router's
+    # projection reads it without a scheduler.
+    waiting_key: Callable[[Request], float] = staticmethod(lambda r: r.arrival_time)
 
     def schedule(self, now: float) -> ScheduledBatch:
         """The batch of the next iteration, starting at `now`."""
@@ -103,13 +65,14 @@ class Scheduler:
     def _schedule(self, now: float) -> ScheduledBatch:
         raise NotImplementedError  # the policy
 
-    def prefill_rate(self, num_decodes: int, decode_context: int, min_tbt: float | None) -> PrefillRate:
+    @staticmethod
+    def prefill_rate(p: Projection, num_decodes: int, decode_context: int, min_tbt: float | None
+                     ) -> PrefillRate:
         """How fast this policy gets through prompt tokens under the current decode load: the
         linear form of playing it forward, which is what the router projects with.
         The default is a fixed budget shared with the decodes (Sarathi's rule)."""
-        perf = self.perf_model
-        assert perf is not None, "projections need a performance model"
-        tokens = max(0, self.config.max_num_batched_tokens - num_decodes)
+        perf = p.perf_model
+        tokens = max(0, p.config.max_num_batched_tokens - num_decodes)
         base = decode_shape(num_decodes, decode_context)
         full = BatchShape(
             num_decodes + tokens,
@@ -119,11 +82,33 @@ class Scheduler:
             tokens * (tokens + 1) // 2,
             decode_context,
         )
-        return PrefillRate(tokens, perf.predict(full) * self.slowdown, perf.predict(base) * self.slowdown)
+        return PrefillRate(tokens, perf.predict(full) * p.slowdown, perf.predict(base) * p.slowdown)
+
+    @staticmethod
+    def ttft_floor(config: SchedulerConfig, perf_model: PerfModel) -> float:
+        """The tightest TTFT SLO that may shape this policy's budget; tighter ones are served and
+        count as missed, and do not throttle everyone else (none here: FCFS budgets ignore TTFT)."""
+        return 0.0
+
+    def projection(self) -> Projection | None:
+        """This instance's budget rule with the state it reads now (None without a perf model)."""
+        if self.perf_model is None:
+            return None
+        return Projection(type(self), self.config, self.perf_model, self.slowdown, self.min_ttft_slo)
+
+    @property
+    def min_ttft_slo(self) -> float | None:
+        """The tightest TTFT SLO, at or above the policy's floor, among the requests here still
+        waiting for their first token."""
+        slos = self._ttft_slos
+        i = bisect_left(slos, self._ttft_floor) if self._ttft_floor else 0
+        return slos[i] if i < len(slos) else None
 
     # ---- requests in and out -------------------------------------------------------------------
 
     def add_request(self, request: Request) -> None:
+        if not request.started:  # a preempted request is still counted from its first admission
+            insort(self._ttft_slos, request.slo.ttft)
         request.status = RequestStatus.WAITING
         self.pending_prefill_tokens += request.num_remaining_prefill
         self.waiting.push(request)
@@ -135,7 +120,12 @@ class Scheduler:
         if not self.waiting.remove(request):
             return False
         self.pending_prefill_tokens -= request.num_remaining_prefill
+        self._drop_ttft_slo(request)
         return True
+
+    def _drop_ttft_slo(self, request: Request) -> None:
+        slos = self._ttft_slos
+        del slos[bisect_left(slos, request.slo.ttft)]
 
     def finish(self, request: Request, status: RequestStatus, reason: str | None = None) -> None:
         """End a request from outside `update`: abort, stop string, failure. Frees its blocks."""
@@ -148,6 +138,8 @@ class Scheduler:
                 self.pending_prefill_tokens -= request.num_remaining_prefill
         else:
             return
+        if not request.output_token_ids:
+            self._drop_ttft_slo(request)
         self.block_manager.free(request)
         request.status = status
         request.finish_reason = status.value
@@ -293,6 +285,8 @@ class Scheduler:
             tok = 0 if token_ids is None else token_ids[i]
             out.append(tok)
             req.token_times.append(now)
+            if len(out) == 1:
+                self._drop_ttft_slo(req)
             if len(out) >= req.max_tokens:
                 req.status = RequestStatus.FINISHED_LENGTH
             elif tok in req.stop_token_ids:
@@ -313,7 +307,7 @@ class Scheduler:
 
     # ---- what the router reads -----------------------------------------------------------------
 
-    def snapshot(self) -> QueueSnapshot:
+    def snapshot(self) -> QueueView:
         prefilling: list[Request] = []
         num_decodes = ctx = 0
         min_tbt = None
@@ -325,12 +319,8 @@ class Scheduler:
                     min_tbt = r.slo.tbt
             else:
                 prefilling.append(r)
-        return QueueSnapshot(self.waiting.as_list(), prefilling, num_decodes, ctx, min_tbt)
+        return QueueView(self.waiting.as_list(), prefilling, num_decodes, ctx, min_tbt, self.projection())
 
 
 def decode_shape(num_decodes: int, decode_context: int) -> BatchShape:
     return BatchShape(num_decodes, num_decodes, 0, num_decodes, 0, decode_context)
-
-
-def _arrival(r: Request) -> float:
-    return r.arrival_time

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ascendra.core.block_manager import BlockManager
+from ascendra.core.config import SchedulerConfig
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.policies.ascendra_hp import AscendraHPScheduler
 from ascendra.core.policies.ascendra_lp import AscendraLPScheduler
 from ascendra.core.policies.sarathi import SarathiScheduler
 from ascendra.core.policies.vllm import VLLMScheduler
-from ascendra.core.scheduler import Scheduler, SchedulerConfig
+from ascendra.core.scheduler import Scheduler
 
 POLICIES: dict[str, type[Scheduler]] = {
     cls.name: cls for cls in (VLLMScheduler, SarathiScheduler, AscendraLPScheduler, AscendraHPScheduler)

@@ -11,18 +11,9 @@ would otherwise go first and make the next ones miss too (EDF's domino effect un
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ascendra.core.policies.ascendra_lp import AscendraLPScheduler
-from ascendra.core.request import Request
 
 
 class AscendraHPScheduler(AscendraLPScheduler):
     name = "ascendra-hp"
-
-    def waiting_key(self) -> Callable[[Request], float]:
-        return _deadline
-
-
-def _deadline(r: Request) -> float:
-    return r.ttft_deadline
+    waiting_key = staticmethod(lambda r: r.ttft_deadline)  # earliest deadline first

@@ -8,9 +8,15 @@ instance before they start (see cluster/router.py).
 Batches are stall-free hybrids (decodes first), and the token budget is not fixed: each iteration
 takes as many prompt tokens as the performance model says fit in its time limit, the tighter of
   - `tbt_target` x the tightest TBT SLO among the running decodes: the gap they see, and
-  - `ttft_target` x the tightest TTFT SLO this instance has been given: a request arriving just as
-    an iteration starts waits for it and then needs one of its own, so two iterations must fit in
-    its TTFT (measured: without this, short prompts missed a tight TTFT floor at low load).
+  - `ttft_target` x the tightest TTFT SLO among the requests here still waiting for their first
+    token: a request arriving just as an iteration starts waits for it and then needs one of its
+    own, so two iterations must fit in its TTFT (measured: without this, short prompts missed a
+    tight TTFT floor at low load).
+Only requests present count: once a request has its first token or is gone, its SLO no longer
+shapes anyone's iterations. A TTFT SLO so tight that not even a one-token iteration fits its share
+of it shapes nothing at all: no budget can meet it, so its request is served and counted as a miss
+rather than throttling every other request. And an iteration with nothing else in it always takes
+at least `min_prefill_chunk` prompt tokens, so no SLO, however tight, can stop the instance.
 A fixed Sarathi budget must be small enough for the worst batch; this one grows when few decodes
 run and shrinks when many do.
 """
@@ -20,43 +26,47 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ascendra.core.batch import BatchShape, ScheduledBatch
+from ascendra.core.config import SchedulerConfig
+from ascendra.core.perf_model import PerfModel
+from ascendra.core.projection import PrefillRate, Projection
 from ascendra.core.request import Request
-from ascendra.core.scheduler import PrefillRate, Scheduler, decode_shape
+from ascendra.core.scheduler import Scheduler, decode_shape
+
+
+def time_limit(config: SchedulerConfig, min_tbt: float | None, min_ttft_slo: float | None) -> float | None:
+    """The longest an iteration may take (real seconds), given the tightest TBT SLO among its
+    decodes and the tightest TTFT SLO still waiting for a first token; None: no limit."""
+    limit = None if min_tbt is None else config.tbt_target * min_tbt
+    if min_ttft_slo is not None and config.ttft_target > 0:
+        ttft_limit = config.ttft_target * min_ttft_slo
+        limit = ttft_limit if limit is None else min(limit, ttft_limit)
+    return limit
 
 
 class AscendraLPScheduler(Scheduler):
     name = "ascendra-lp"
-    min_ttft_slo: float | None = None
+    waiting_key = staticmethod(lambda r: r.num_remaining_prefill)  # shortest remaining prompt first
 
-    def waiting_key(self) -> Callable[[Request], float]:
-        return _remaining_prompt
+    @staticmethod
+    def ttft_floor(config: SchedulerConfig, perf_model: PerfModel) -> float:
+        if config.ttft_target <= 0:
+            return 0.0
+        return perf_model.predict(BatchShape.of([(0, 1)])) / config.ttft_target
 
-    def add_request(self, request: Request) -> None:
-        if self.min_ttft_slo is None or request.slo.ttft < self.min_ttft_slo:
-            self.min_ttft_slo = request.slo.ttft
-        super().add_request(request)
-
-    def time_limit(self, min_tbt: float | None) -> float | None:
-        """The longest an iteration may take, given the tightest TBT SLO among its decodes."""
-        cfg = self.config
-        limit = None if min_tbt is None else cfg.tbt_target * min_tbt
-        if self.min_ttft_slo is not None and cfg.ttft_target > 0:
-            ttft_limit = cfg.ttft_target * self.min_ttft_slo
-            limit = ttft_limit if limit is None else min(limit, ttft_limit)
-        return limit
-
-    def prefill_rate(self, num_decodes: int, decode_context: int, min_tbt: float | None) -> PrefillRate:
-        perf = self.perf_model
-        assert perf is not None, "projections need a performance model"
-        cfg = self.config
-        k = self.slowdown
+    @staticmethod
+    def prefill_rate(p: Projection, num_decodes: int, decode_context: int, min_tbt: float | None
+                     ) -> PrefillRate:
+        perf, cfg, k = p.perf_model, p.config, p.slowdown
         base = decode_shape(num_decodes, decode_context)
         base_time = perf.predict(base) * k
-        limit = self.time_limit(min_tbt if num_decodes else None)
+        limit = time_limit(cfg, min_tbt if num_decodes else None, p.min_ttft_slo)
         if limit is None:
             tokens = cfg.max_idle_budget
             return PrefillRate(tokens, perf.predict(BatchShape.of([(0, tokens)])) * k, base_time)
         tokens = perf.max_prefill_tokens(base, limit / k, 0, cfg.max_num_batched_tokens - num_decodes)
+        if not num_decodes and tokens < cfg.min_prefill_chunk:  # the progress guarantee (_chunk_limit)
+            tokens = cfg.min_prefill_chunk
+            return PrefillRate(tokens, perf.predict(BatchShape.of([(0, tokens)])) * k, base_time)
         return PrefillRate(tokens, max(limit, base_time), base_time)
 
     def _schedule(self, now: float) -> ScheduledBatch:
@@ -84,19 +94,19 @@ class AscendraLPScheduler(Scheduler):
     def _chunk_limit(self, batch: ScheduledBatch) -> Callable[[Request], int]:
         cfg = self.config
         decodes = batch.shape.num_decodes
-        limit = self.time_limit(min(r.slo.tbt for r in batch.requests) if decodes else None)
+        min_tbt = min(r.slo.tbt for r in batch.requests) if decodes else None
+        limit = time_limit(cfg, min_tbt, self.min_ttft_slo)
         perf = self.perf_model
         if limit is None or perf is None:
             cap = cfg.max_idle_budget if limit is None else cfg.max_num_batched_tokens
             return lambda req: min(req.num_remaining_prefill, cap - batch.shape.num_tokens)
         limit /= self.slowdown  # in the model's seconds
-        return lambda req: perf.max_prefill_tokens(
-            batch.shape,
-            limit,
-            req.num_computed_tokens,
-            min(req.num_remaining_prefill, cfg.max_num_batched_tokens - batch.shape.num_tokens),
-        )
 
+        def chunk_limit(req: Request) -> int:
+            cap = min(req.num_remaining_prefill, cfg.max_num_batched_tokens - batch.shape.num_tokens)
+            n = perf.max_prefill_tokens(batch.shape, limit, req.num_computed_tokens, cap)
+            if not batch.requests:  # the progress guarantee: an iteration never runs empty
+                n = max(n, min(cap, cfg.min_prefill_chunk))
+            return n
 
-def _remaining_prompt(r: Request) -> float:
-    return r.num_remaining_prefill
+        return chunk_limit

@@ -8,7 +8,8 @@ running decodes for its whole duration (TBT spikes).
 from __future__ import annotations
 
 from ascendra.core.batch import BatchShape, ScheduledBatch
-from ascendra.core.scheduler import PrefillRate, Scheduler
+from ascendra.core.projection import PrefillRate, Projection
+from ascendra.core.scheduler import Scheduler
 
 
 class VLLMScheduler(Scheduler):
@@ -32,12 +33,13 @@ class VLLMScheduler(Scheduler):
         self._schedule_decodes(batch)
         return batch
 
-    def prefill_rate(self, num_decodes: int, decode_context: int, min_tbt: float | None) -> PrefillRate:
+    @staticmethod
+    def prefill_rate(p: Projection, num_decodes: int, decode_context: int, min_tbt: float | None
+                     ) -> PrefillRate:
         # Prefill-first: prompts run in steps of their own, at full budget, whatever is decoding.
-        perf = self.perf_model
-        assert perf is not None, "projections need a performance model"
-        tokens = self.config.max_num_batched_tokens
-        k = self.slowdown
+        perf = p.perf_model
+        tokens = p.config.max_num_batched_tokens
+        k = p.slowdown
         return PrefillRate(
             tokens, perf.predict(BatchShape.of([(0, tokens)])) * k, perf.predict(BatchShape()) * k
         )

@@ -21,8 +21,8 @@ import zmq
 import zmq.asyncio
 
 from ascendra.cluster.router import Role, Router
-from ascendra.core.block_manager import BlockManager
-from ascendra.core.policies import make_scheduler
+from ascendra.core.policies import POLICIES
+from ascendra.core.projection import Projection
 from ascendra.core.request import Request, RequestStatus
 from ascendra.engine.factory import InstanceSpec
 from ascendra.engine.instance import RequestOutput
@@ -57,8 +57,8 @@ class LiveCluster:
         for role in self.roles:
             policy = sysc.policy(role)
             sched_cfg = sysc.scheduler_config(role, perf.max_model_len)
-            local = make_scheduler(policy, sched_cfg, BlockManager(1, config.spec.block_size), perf)
-            self.views.append(RemoteInstanceView(local, self.mirrors))
+            projection = Projection(POLICIES[policy], sched_cfg, perf)
+            self.views.append(RemoteInstanceView(projection, self.mirrors))
             spec = InstanceSpec(
                 **{
                     **config.spec.__dict__,
@@ -245,6 +245,9 @@ class LiveCluster:
                 import traceback
 
                 traceback.print_exc()
+            # A message already queued resolves the receive at once, without yielding: a worker
+            # flooding reports would otherwise starve every HTTP handler, /health included.
+            await asyncio.sleep(0)
 
     def _on_hello(self, msg: m.Hello) -> None:
         w = self.workers[msg.index]

@@ -86,7 +86,7 @@ class Snapshot:
     num_blocks: int = 1
     num_preemptions: int = 0
     num_steps: int = 0
-    # Policy state that prefill_rate reads (the Ascendra policies' tightest TTFT SLO seen).
+    # Policy state the budget rule reads: the tightest TTFT SLO among requests without a first token.
     min_ttft_slo: float | None = None
     slowdown: float = 1.0  # the worker scheduler's learnt measured/predicted iteration time
     iterations: IterationStats = field(default_factory=IterationStats)

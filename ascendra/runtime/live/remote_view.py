@@ -10,25 +10,27 @@ when a worker refuses a steal.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from ascendra.core.projection import Projection, QueueView
 from ascendra.core.queue import RequestQueue
 from ascendra.core.request import Request
-from ascendra.core.scheduler import PrefillRate, QueueSnapshot, Scheduler
 from ascendra.runtime.live.messages import Snapshot
 
 
 class RemoteInstanceView:
-    def __init__(self, scheduler: Scheduler, requests: dict[str, Request]) -> None:
-        # An empty scheduler of the instance's policy, config and perf model: `prefill_rate` and the
-        # waiting order are pure functions of it, so the router projects exactly as the worker plans.
-        self._sched = scheduler
+    def __init__(self, projection: Projection, requests: dict[str, Request]) -> None:
+        # The instance's policy rule, config and perf model; each report brings the state it reads
+        # (slowdown, tightest TTFT SLO), so the router projects exactly as the worker plans.
+        self._projection = projection
         self._requests = requests
         self.report = Snapshot()
         self.acked_seq = 0
         self.in_transit: dict[str, tuple[int | None, Request]] = {}  # id -> (seq sent, or None yet)
         self.stealing: set[str] = set()
         self.pending_prefill_tokens = 0
-        self._waiting = RequestQueue(scheduler.waiting_key())
-        self._snap = QueueSnapshot([], [], 0, 0, None)
+        self._waiting = RequestQueue(projection.waiting_key)
+        self._snap = QueueView([], [], 0, 0, None, projection)
 
     # ---- InstanceView ------------------------------------------------------------------------
 
@@ -36,15 +38,8 @@ class RemoteInstanceView:
     def num_waiting(self) -> int:
         return len(self._waiting)
 
-    @property
-    def slowdown(self) -> float:
-        return self._sched.slowdown
-
-    def snapshot(self) -> QueueSnapshot:
+    def snapshot(self) -> QueueView:
         return self._snap
-
-    def prefill_rate(self, num_decodes: int, decode_context: int, min_tbt: float | None) -> PrefillRate:
-        return self._sched.prefill_rate(num_decodes, decode_context, min_tbt)
 
     def take_waiting(self, request: Request) -> bool:
         rid = request.request_id
@@ -57,7 +52,7 @@ class RemoteInstanceView:
 
     def add_request(self, request: Request) -> None:
         self.in_transit[request.request_id] = (None, request)
-        self._note_ttft_slo(request.slo.ttft)
+        self._snap.projection = self._snap.projection.with_ttft_slo(request.slo.ttft)
         self._waiting.push(request)
         self.pending_prefill_tokens += request.num_remaining_prefill
 
@@ -77,16 +72,12 @@ class RemoteInstanceView:
     def update(self, report: Snapshot, acked_seq: int) -> None:
         """Rebuild the mirror from a worker's report; adds it has applied leave the in-transit set."""
         self.report = report
-        if report.min_ttft_slo is not None:
-            self._note_ttft_slo(report.min_ttft_slo)
-        # The router projects with the time the worker really takes, as the worker plans with it.
-        self._sched.slowdown = report.slowdown
         self.acked_seq = max(self.acked_seq, acked_seq)
         self.in_transit = {
             rid: (s, r) for rid, (s, r) in self.in_transit.items() if s is None or s > self.acked_seq
         }
         reqs = self._requests
-        queue = RequestQueue(self._sched.waiting_key())
+        queue = RequestQueue(self._projection.waiting_key)
         pending = report.pending_prefill_tokens
         for e in report.waiting:
             req = reqs.get(e.request_id)
@@ -105,13 +96,17 @@ class RemoteInstanceView:
                 _set_remaining(req, remaining)
                 req.started = True
                 prefilling.append(req)
+        # The worker's own state, as it plans with it: its learnt slowdown and the tightest TTFT
+        # SLO it holds; adds still in transit will join that.
+        projection = replace(self._projection, slowdown=report.slowdown, min_ttft_slo=report.min_ttft_slo)
         for _, req in self.in_transit.values():
             queue.push(req)
             pending += req.num_remaining_prefill
+            projection = projection.with_ttft_slo(req.slo.ttft)
         self._waiting = queue
         self.pending_prefill_tokens = max(0, pending)
-        self._snap = QueueSnapshot(
-            queue.as_list(), prefilling, report.num_decodes, report.decode_context, report.min_tbt
+        self._snap = QueueView(
+            queue.as_list(), prefilling, report.num_decodes, report.decode_context, report.min_tbt, projection
         )
 
     def reset(self) -> None:
@@ -119,14 +114,6 @@ class RemoteInstanceView:
         self.in_transit.clear()
         self.stealing.clear()
         self.update(Snapshot(), self.acked_seq)
-
-    def _note_ttft_slo(self, ttft: float) -> None:
-        # The LP/HP policies size their budget by the tightest TTFT SLO they were given (state kept
-        # in the scheduler by add_request); mirror it so prefill_rate matches the worker's.
-        if hasattr(self._sched, "min_ttft_slo"):
-            cur = self._sched.min_ttft_slo
-            if cur is None or ttft < cur:
-                self._sched.min_ttft_slo = ttft
 
 
 def _set_remaining(req: Request, remaining: int) -> None:

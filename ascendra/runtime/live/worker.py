@@ -50,7 +50,7 @@ def snapshot_of(sched: Scheduler, num_steps: int = 0, iterations: IterationStats
         num_blocks=bm.num_blocks,
         num_preemptions=sched.num_preemptions,
         num_steps=num_steps,
-        min_ttft_slo=getattr(sched, "min_ttft_slo", None),
+        min_ttft_slo=sched.min_ttft_slo,
         slowdown=sched.slowdown,
         iterations=iterations or IterationStats(),
     )
@@ -83,16 +83,20 @@ class WorkerLoop:
 
     def run(self) -> None:
         last_sent = 0.0
+        ran = False
         while not self.stopped:
-            busy = self.instance.has_unfinished()
-            handled = self._drain(0 if busy else int(HEARTBEAT_S * 1000))
+            # Block for messages unless the last turn ran an iteration: a worker whose scheduler
+            # has work but chooses no batch must wait for news, not spin on empty iterations
+            # (and flood the server with reports).
+            handled = self._drain(0 if ran else int(HEARTBEAT_S * 1000))
             if self.stopped or self._orphaned():
                 break
+            ran = False
             if self.instance.has_unfinished():
                 if self.await_offload_check:
                     self._offload_check()
-                self._step()
-            elif not handled and time.time() - last_sent < HEARTBEAT_S:
+                ran = self._step()
+            if not ran and not handled and time.time() - last_sent < HEARTBEAT_S:
                 continue
             self._send()
             last_sent = time.time()
@@ -166,9 +170,12 @@ class WorkerLoop:
         elif isinstance(msg, m.Stop):
             self.stopped = True
 
-    def _step(self) -> None:
+    def _step(self) -> bool:
+        """Run one iteration; False when the scheduler chose no batch."""
+        steps = self.instance.num_steps
         try:
             self._report.outputs.extend(self.instance.step(time.time))
+            return self.instance.num_steps > steps
         except Exception as e:  # a failing iteration must end its requests, not hang their clients
             reason = f"instance {self.index} failed an iteration: {type(e).__name__}: {e}"
             self._report.step_error = reason
@@ -184,6 +191,7 @@ class WorkerLoop:
                         num_output_tokens=req.num_output_tokens if req else 0,
                     )
                 )
+            return True
 
     def _send(self) -> None:
         rep = self._report
