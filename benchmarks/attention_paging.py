@@ -94,7 +94,7 @@ def scenario(
     ]
 
     def paged() -> None:
-        meta = build_metadata([SeqChunk(tb, computed, new) for tb in tables], BLOCK, "cpu")
+        meta = build_metadata([SeqChunk(tb, computed, new, new == 1) for tb in tables], BLOCK, "cpu")
         model(flat, meta, pool, last)
 
     def contiguous() -> None:

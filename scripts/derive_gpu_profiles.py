@@ -295,6 +295,13 @@ class IterationModel:
         return (self.linear_ms(tokens, len(chunks)) + m.num_layers * attn) * 1e-3
 
 
+def shape_of(chunks: list[tuple[int, int]]) -> BatchShape:
+    """A synthetic batch as (num_computed, num_new) per sequence: here, where a batch has no
+    requests, one new token after cached ones is a decode (its cost is a decode's)."""
+    return BatchShape.of([(c, n) for c, n in chunks if not (n == 1 and c > 0)],
+                         [c for c, n in chunks if n == 1 and c > 0])
+
+
 def kv_capacity(gpu: Gpu, m: Model, max_num_seqs: int = 256) -> tuple[int, dict]:
     """vLLM's rule: 90% of the GPU, minus weights, peak activations of a max_model_len-token
     profiling pass (MLP gate/up/act + ~6 hidden-size buffers, bf16), fp32 logits of max_num_seqs rows,
@@ -385,7 +392,7 @@ def derive(data: Path, out: Path, n: int, seed: int) -> None:
         secs = [it.seconds(b) for b in batches]
         name = f"{gpu_key}-{model_key}"
         pm = PerfModel.fit(
-            [BatchShape.of(b) for b in batches],
+            [shape_of(b) for b in batches],
             secs,
             heldout=0.2,
             seed=seed,
@@ -440,7 +447,7 @@ def derive(data: Path, out: Path, n: int, seed: int) -> None:
             f"(derived {it.seconds([(1023, 1)]) * 1e3:.2f}); isolated prefill 1024: "
             f"{isolated_prefill_time(pm, 1024) * 1e3:.2f} ms (derived {it.seconds([(0, 1024)]) * 1e3:.2f})"
         )
-        rel = np.abs(np.array([pm.predict(BatchShape.of(b)) for b in batches]) - secs) / secs
+        rel = np.abs(np.array([pm.predict(shape_of(b)) for b in batches]) - secs) / secs
         print(f"relative error over all points: p95 {np.percentile(rel, 95):.1%}, max {rel.max():.1%}")
         kinds = {"prefill": [], "decode": [], "hybrid": []}
         for b, s in zip(batches, secs, strict=True):
@@ -449,7 +456,7 @@ def derive(data: Path, out: Path, n: int, seed: int) -> None:
                 if all(nn == 1 and c > 0 for c, nn in b)
                 else ("prefill" if len(b) == 1 else "hybrid")
             )
-            kinds[k].append((pm.predict(BatchShape.of(b)), s))
+            kinds[k].append((pm.predict(shape_of(b)), s))
         print(
             "MAPE by kind (all points): "
             + ", ".join(f"{k} {mape([p for p, _ in v], [s for _, s in v]):.2%}" for k, v in kinds.items())
@@ -487,7 +494,7 @@ def compare_distserve(data: Path, out: Path) -> None:
     for gpu_key, model_key in PROFILES:
         pm = PerfModel.load(out / f"{gpu_key}-{model_key}.json")
         cells = [isolated_prefill_time(pm, n) * 1e3 for n in lens]
-        cells += [pm.predict(BatchShape.of([(1023, 1)] * b)) * 1e3 for b in bss]
+        cells += [pm.predict(BatchShape.of(decodes=[1023] * b)) * 1e3 for b in bss]
         print(f"| {pm.name} | " + " | ".join(f"{v:.1f}" for v in cells) + f" | {pm.num_kv_blocks * 16} |")
     a, b, c = fit["prefill"]
     for label, scale in (

@@ -52,10 +52,12 @@ def save_random_llama(folder, **kw) -> torch.nn.Module:
 
 
 def run(model, kv, seqs, block_tables, chunks):
-    """Forward one mixed batch: chunks[i] = (num_computed, num_new) of seqs[i]; logits at each last token."""
+    """Forward one mixed batch: chunks[i] = (num_computed, num_new) of seqs[i]; logits at each last token.
+    One new token after cached ones runs as a decode here (these made-up sequences have no outputs)."""
     ids = torch.cat([s[c : c + n] for s, (c, n) in zip(seqs, chunks, strict=True)])
     meta = build_metadata(
-        [SeqChunk(b, c, n) for b, (c, n) in zip(block_tables, chunks, strict=True)], kv.block_size, "cpu"
+        [SeqChunk(b, c, n, n == 1 and c > 0) for b, (c, n) in zip(block_tables, chunks, strict=True)],
+        kv.block_size, "cpu",
     )
     last = torch.cumsum(torch.tensor([n for _, n in chunks]), 0) - 1
     with torch.inference_mode():

@@ -28,11 +28,12 @@ TRUE = PerfModel(coef=[0.010, 2.0e-5, 3.0e-5, 5.0e-9, 3.0e-7, 4.0e-5], knees=[25
 def _random_batches(rng: np.random.Generator, n: int) -> list[BatchShape]:
     shapes = []
     for i in range(n):
-        chunks = [(int(c) - 1, 1) for c in rng.integers(2, 4096, size=int(rng.integers(0, 200)))]
-        if i % 3 != 2 or not chunks:  # two thirds carry a prompt chunk, the rest are decode-only
+        decodes = [int(c) - 1 for c in rng.integers(2, 4096, size=int(rng.integers(0, 200)))]
+        chunks = []
+        if i % 3 != 2 or not decodes:  # two thirds carry a prompt chunk, the rest are decode-only
             q = int(np.exp(rng.uniform(0, np.log(4096))))
             chunks.append((int(rng.integers(0, 2048)) if rng.random() < 0.5 else 0, q))
-        shapes.append(BatchShape.of(chunks))
+        shapes.append(BatchShape.of(chunks, decodes))
     return shapes
 
 
@@ -74,7 +75,7 @@ def test_save_load_round_trip_predicts_the_same(tmp_path: Path) -> None:
     model.save(tmp_path / "p.json")
     back = PerfModel.load(tmp_path / "p.json")
     assert back.to_dict() == model.to_dict()
-    shape = BatchShape.of([(100, 1), (0, 700), (900, 1)])
+    shape = BatchShape.of([(0, 700)], decodes=[100, 900])
     assert back.predict(shape) == model.predict(shape)
 
 
@@ -99,16 +100,16 @@ def test_unknown_profile_name_lists_the_shipped_ones() -> None:
 @pytest.mark.parametrize("limit", [0.025, 0.05, 0.2])
 def test_max_prefill_tokens_is_the_largest_chunk_within_the_limit(context: int, limit: float) -> None:
     model = PerfModel.load("a100-llama-3-8b")
-    base = [(1000 + 37 * i, 1) for i in range(24)]
-    n = model.max_prefill_tokens(BatchShape.of(base), limit, context=context)
+    base = [1000 + 37 * i for i in range(24)]
+    n = model.max_prefill_tokens(BatchShape.of(decodes=base), limit, context=context)
     assert n > 0
-    assert model.predict(BatchShape.of(base + [(context, n)])) <= limit
-    assert model.predict(BatchShape.of(base + [(context, n + 1)])) > limit
+    assert model.predict(BatchShape.of([(context, n)], base)) <= limit
+    assert model.predict(BatchShape.of([(context, n + 1)], base)) > limit
 
 
 def test_max_prefill_tokens_is_zero_when_the_base_is_already_over() -> None:
     model = PerfModel.load("a100-llama-2-7b")
-    base = BatchShape.of([(2000, 1)] * 64)
+    base = BatchShape.of(decodes=[2000] * 64)
     assert model.max_prefill_tokens(base, model.predict(base) * 0.9) == 0
 
 
@@ -121,14 +122,14 @@ def test_shipped_profiles_have_physically_sane_magnitudes() -> None:
         assert model.heldout_mape is not None and model.heldout_mape < 0.05
         assert isolated_prefill_time(model, 2048) > 1.8 * isolated_prefill_time(model, 512)
         # Decoding is memory-bound: 64 sequences cost far less than 64 single decodes.
-        batch = model.predict(BatchShape.of([(1023, 1)] * 64))
+        batch = model.predict(BatchShape.of(decodes=[1023] * 64))
         assert isolated_decode_time(model) < batch < 16 * isolated_decode_time(model)
         assert model.num_kv_blocks * model.block_size >= 8 * model.max_model_len
     assert isolated_decode_time(h7) < isolated_decode_time(a7)
     assert isolated_prefill_time(h7, 1024) < isolated_prefill_time(a7, 1024) / 2  # 3x the FLOP/s
     # Llama-3-8B: grouped KV heads (8 vs 32) hold 4x the tokens and make long decodes cheaper.
     assert a8.num_kv_blocks > 3 * a7.num_kv_blocks
-    assert a8.predict(BatchShape.of([(3000, 1)] * 128)) < a7.predict(BatchShape.of([(3000, 1)] * 128))
+    assert a8.predict(BatchShape.of(decodes=[3000] * 128)) < a7.predict(BatchShape.of(decodes=[3000] * 128))
 
 
 @pytest.mark.skipif(not (DATA / "gpu_profiles" / "vidur").is_dir(), reason="needs ../shared/data")
@@ -183,7 +184,7 @@ def test_max_prefill_tokens_is_exact_across_the_knee():
             ],
             knees=knees,
         )
-        base = BatchShape.of([(rng.randint(1, 4000), 1) for _ in range(rng.randint(0, 64))])
+        base = BatchShape.of(decodes=[rng.randint(1, 4000) for _ in range(rng.randint(0, 64))])
         ctx, cap = rng.randint(0, 3000), rng.randint(1, 5000)
         limit = m.predict(base) + rng.uniform(-0.005, 0.2)
         fitting = [n for n in range(1, cap + 1) if m.predict(_with_chunk(base, n, ctx)) <= limit]
@@ -199,13 +200,14 @@ def test_fit_with_cpu_knees_follows_a_blas_step_that_one_knee_cannot():
         return 0.116 + (0.004 * t if t <= 16 else 0.0023 * t + 0.03)
 
     rng = np.random.default_rng(0)
-    shapes = [BatchShape.of([(int(rng.integers(16, 1024)), 1)] * b) for b in range(1, 33) for _ in range(3)]
+    shapes = [BatchShape.of(decodes=[int(rng.integers(16, 1024))] * b)
+              for b in range(1, 33) for _ in range(3)]
     shapes += [BatchShape.of([(0, n)]) for n in (8, 16, 32, 64, 128, 256, 384, 512, 768, 1024)]
     secs = [linear_layers(s.num_tokens) + 2e-5 * s.decode_context for s in shapes]
     multi = PerfModel.fit(shapes, secs, knees=CPU_KNEES, heldout=0.0)
     single = PerfModel.fit(shapes, secs, heldout=0.0)
     assert multi.fit_mape < 0.01 < single.fit_mape
     for b in (1, 2, 3, 4, 8):
-        shape = BatchShape.of([(255, 1)] * b)
+        shape = BatchShape.of(decodes=[255] * b)
         truth = linear_layers(b) + 2e-5 * shape.decode_context
         assert multi.predict(shape) == pytest.approx(truth, rel=0.03)

@@ -92,7 +92,7 @@ def test_iteration_noise_has_the_profiles_spread_and_is_what_live_stats_measure(
 def test_iteration_noise_costs_tbt_attainment_near_the_slo():
     """A request fails TBT on its worst gaps: with decodes just under the SLO, an exact simulator
     says all pass, a scattered one (as live iterations are) that some fail."""
-    tbt = 1.3 * SC.perf.predict(BatchShape.of([(216, 1)] * 8))  # the last decode's context
+    tbt = 1.3 * SC.perf.predict(BatchShape.of(decodes=[216] * 8))  # the last decode's context
 
     def attainment(perf: PerfModel) -> float:
         reqs = [Request(f"r{i}", 0.0, 16, 200, SLO(60.0, tbt)) for i in range(8)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ascendra.core.request import Request
@@ -13,7 +14,8 @@ class BatchShape:
 
     `prefill_attn_work` counts causal query-key pairs of the prompt chunks (q*c + q(q+1)/2 for a
     chunk of q tokens after c cached ones): attention FLOPs. `decode_context` sums the cached
-    tokens every decode reads: attention bytes.
+    tokens every decode reads: attention bytes. Whether a sequence is a decode is the request's
+    call (`Request.is_decode`), passed in.
     """
 
     num_tokens: int = 0
@@ -23,10 +25,10 @@ class BatchShape:
     prefill_attn_work: int = 0
     decode_context: int = 0
 
-    def add(self, num_computed: int, num_new: int) -> None:
+    def add(self, num_computed: int, num_new: int, decode: bool) -> None:
         self.num_tokens += num_new
         self.num_seqs += 1
-        if num_new == 1 and num_computed > 0:
+        if decode:
             self.num_decodes += 1
             self.decode_context += num_computed + 1
         else:
@@ -34,11 +36,14 @@ class BatchShape:
             self.prefill_attn_work += num_new * num_computed + num_new * (num_new + 1) // 2
 
     @classmethod
-    def of(cls, chunks: list[tuple[int, int]]) -> BatchShape:
-        """Shape of a batch given as (num_computed, num_new) per sequence."""
+    def of(cls, prefills: Iterable[tuple[int, int]] = (), decodes: Iterable[int] = ()) -> BatchShape:
+        """The shape of a made-up batch: prompt chunks as (num_computed, num_new), and decodes
+        by the number of tokens each has cached."""
         shape = cls()
-        for computed, new in chunks:
-            shape.add(computed, new)
+        for computed, new in prefills:
+            shape.add(computed, new, decode=False)
+        for computed in decodes:
+            shape.add(computed, 1, decode=True)
         return shape
 
 
@@ -55,7 +60,7 @@ class ScheduledBatch:
     def add(self, request: Request, num_new: int) -> None:
         self.requests.append(request)
         self.num_new_tokens.append(num_new)
-        self.shape.add(request.num_computed_tokens, num_new)
+        self.shape.add(request.num_computed_tokens, num_new, request.is_decode)
 
     def __len__(self) -> int:
         return len(self.requests)

@@ -261,7 +261,7 @@ def _nnls_relative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def isolated_decode_time(model: PerfModel, context: int = 1024) -> float:
     """One decode of one sequence at `context` tokens: the unit Sarathi-Serve scales TBT SLOs by."""
-    return model.predict(BatchShape.of([(context - 1, 1)]))
+    return model.predict(BatchShape.of(decodes=[context - 1]))
 
 
 def isolated_prefill_time(model: PerfModel, prompt_len: int) -> float:

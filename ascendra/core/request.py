@@ -85,7 +85,10 @@ class Request:
 
     @property
     def is_decode(self) -> bool:
-        return bool(self.output_token_ids) and self.num_computed_tokens == self.num_tokens - 1
+        """Whether its one pending token is its last sampled output: the one definition of a
+        decode (a prompt's final 1-token chunk is not one; it has sampled nothing yet)."""
+        out = self.output_token_ids
+        return bool(out) and self.num_computed_tokens == self.prompt_len + len(out) - 1
 
     @property
     def first_token_time(self) -> float | None:

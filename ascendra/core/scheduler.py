@@ -176,9 +176,7 @@ class Scheduler:
         """Give every decoding request its one token, preempting from the back of `running` when
         blocks run out (vLLM's rule: the request admitted last loses). Returns the running
         requests that are still in their prompt, for the policy to chunk."""
-        bm = self.block_manager
-        bs = bm.block_size
-        free = bm.free_block_ids
+        allocate = self.block_manager.allocate_slots
         prefilling: list[Request] = []
         # The hot loop of every simulated iteration: the batch's lists and shape are filled inline
         # rather than through batch.add (same result, a third of the time).
@@ -188,25 +186,21 @@ class Scheduler:
         while i < len(running):
             req = running[i]
             i += 1
-            c = req.num_computed_tokens
-            out = req.output_token_ids
-            if not out or c != req.prompt_len + len(out) - 1:
+            if not req.is_decode:
                 prefilling.append(req)
                 continue
-            if c >= len(req.block_ids) * bs:
-                while not free:
-                    victim = running[-1]
-                    self._preempt(victim, batch)
-                    if victim in prefilling:
-                        prefilling.remove(victim)
-                    if victim is req:
-                        break
-                if req.status is not RequestStatus.RUNNING:
+            while not allocate(req, 1):
+                victim = running[-1]
+                self._preempt(victim, batch)
+                if victim in prefilling:
+                    prefilling.remove(victim)
+                if victim is req:
                     break
-                req.block_ids.append(free.pop())
+            if req.status is not RequestStatus.RUNNING:
+                break
             reqs.append(req)
             news.append(1)
-            shape.decode_context += c + 1
+            shape.decode_context += req.num_computed_tokens + 1
         n = len(reqs) - shape.num_seqs
         shape.num_tokens += n
         shape.num_seqs += n
@@ -254,13 +248,15 @@ class Scheduler:
 
     def _try_chunk(self, batch: ScheduledBatch, request: Request, num_new: int) -> bool:
         """Add a prompt chunk if its blocks fit (admitting it from the waiting queue if needed)."""
-        if num_new <= 0 or not self.block_manager.can_allocate(request, num_new):
+        if num_new <= 0:
             return False
-        if request.status is RequestStatus.WAITING:
-            if len(self.running) >= self.config.max_num_seqs:
-                return False
+        admit = request.status is RequestStatus.WAITING
+        if admit and len(self.running) >= self.config.max_num_seqs:
+            return False
+        if not self.block_manager.allocate_slots(request, num_new):
+            return False
+        if admit:
             self._admit(request)
-        self.block_manager.allocate(request, num_new)
         request.started = True
         self.pending_prefill_tokens -= num_new
         batch.add(request, num_new)
@@ -312,7 +308,7 @@ class Scheduler:
         num_decodes = ctx = 0
         min_tbt = None
         for r in self.running:
-            if r.output_token_ids and r.num_computed_tokens == r.prompt_len + len(r.output_token_ids) - 1:
+            if r.is_decode:
                 num_decodes += 1
                 ctx += r.num_computed_tokens + 1
                 if min_tbt is None or r.slo.tbt < min_tbt:

@@ -35,11 +35,21 @@ class ProfilePoint:
     label: str
 
 
-def batch_spread(
-    max_model_len: int, quick: bool = False, max_tokens: int | None = None
-) -> list[tuple[str, list[tuple[int, int]]]]:
-    """(label, [(num_computed, num_new) per sequence]) for every batch to time; batches holding
-    more than `max_tokens` KV tokens in all (the pool under test) are left out."""
+@dataclass(frozen=True)
+class SpreadBatch:
+    """One batch to time: prompt chunks as (num_computed, num_new), decodes by cached tokens."""
+
+    label: str
+    prefills: tuple[tuple[int, int], ...] = ()
+    decodes: tuple[int, ...] = ()
+
+    def kv_tokens(self) -> int:
+        return sum(c + n for c, n in self.prefills) + sum(c + 1 for c in self.decodes)
+
+
+def batch_spread(max_model_len: int, quick: bool = False, max_tokens: int | None = None) -> list[SpreadBatch]:
+    """Every batch to time; batches holding more than `max_tokens` KV tokens in all (the pool
+    under test, a block of slack per sequence) are left out."""
     cap = max_model_len - 1
     chunks = [16, 64, 128, 256, 512] if quick else [8, 16, 32, 64, 128, 256, 384, 512, 768, 1024]
     ctxs = [0, 512] if quick else [0, 256, 1024, 2048]
@@ -49,24 +59,22 @@ def batch_spread(
     for n in chunks:
         for c in ctxs:
             if c + n <= cap:
-                spread.append((f"prefill {n}@{c}", [(c, n)]))
+                spread.append(SpreadBatch(f"prefill {n}@{c}", ((c, n),)))
     for b in decode_bs:
         for c in decode_ctx:
-            spread.append((f"decode {b}x@{c}", [(c, 1)] * b))
+            spread.append(SpreadBatch(f"decode {b}x@{c}", decodes=(min(c, cap - 1),) * b))
     for b in [4, 16] if quick else [4, 16, 32]:
         for n in [64, 256] if quick else [32, 128, 256, 512]:
-            spread.append((f"hybrid {b}x@256+{n}", [(256, 1)] * b + [(0, n)]))
-    out = [(label, [(min(c, cap - n), n) for c, n in seqs]) for label, seqs in spread]
+            spread.append(SpreadBatch(f"hybrid {b}x@256+{n}", ((0, n),), (min(256, cap - 1),) * b))
     return [
-        (label, seqs)
-        for label, seqs in out
-        if max_tokens is None or sum(c + n + 16 for c, n in seqs) <= max_tokens
+        sb for sb in spread
+        if max_tokens is None or sb.kv_tokens() + 16 * (len(sb.prefills) + len(sb.decodes)) <= max_tokens
     ]
 
 
 def time_batches(
     executor,
-    spread: list[tuple[str, list[tuple[int, int]]]],
+    spread: list[SpreadBatch],
     *,
     vocab_size: int,
     block_size: int,
@@ -77,20 +85,19 @@ def time_batches(
     """Run every batch of the spread through `executor` and return its median time."""
     rng = random.Random(seed)
     points = []
-    for label, seqs in spread:
+    for sb in spread:
         bm = BlockManager(executor.num_blocks, block_size, watermark=0.0)
         batch = ScheduledBatch()
-        for i, (computed, new) in enumerate(seqs):
+        seqs = [(c, n, False) for c, n in sb.prefills] + [(c, 1, True) for c in sb.decodes]
+        for i, (computed, new, decode) in enumerate(seqs):
             ids = [rng.randrange(vocab_size) for _ in range(computed + new)]
             r = Request(f"p{i}", 0.0, computed + new, 1, SLO(1.0, 1.0), prompt_token_ids=ids)
-            if computed and new == 1:  # a decode: the last token is an output token
+            if decode:  # its last token is an output token, its prompt all cached
                 r.prompt_len -= 1
                 r.output_token_ids = [ids[-1]]
                 r.prompt_token_ids = ids[:-1]
-            if not bm.can_allocate(r, computed + new):
-                raise ValueError(f"the KV pool ({executor.num_blocks} blocks) cannot hold batch {label!r}")
-            r.num_computed_tokens = 0
-            bm.allocate(r, computed + new)
+            if not bm.allocate_slots(r, computed + new):
+                raise ValueError(f"the KV pool ({executor.num_blocks} blocks) cannot hold batch {sb.label!r}")
             r.num_computed_tokens = computed
             batch.add(r, new)
         executor.execute(batch)  # warm-up: allocator, caches
@@ -101,7 +108,7 @@ def time_batches(
             times.append(time.perf_counter() - t0)
         for r in batch.requests:
             executor.release(r.request_id)
-        points.append(ProfilePoint(batch.shape, statistics.median(times), label))
+        points.append(ProfilePoint(batch.shape, statistics.median(times), sb.label))
         if progress is not None:
             progress()
     return points

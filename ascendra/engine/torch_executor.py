@@ -67,7 +67,7 @@ class TorchExecutor:
                     f"request {req.request_id}: {c}+{n} tokens scheduled but it has {req.num_tokens}"
                 )
             input_ids.extend(_token_slice(req, c, n))
-            chunks.append(SeqChunk(req.block_ids, c, n))
+            chunks.append(SeqChunk(req.block_ids, c, n, req.is_decode))
             offset += n
             if c + n == req.num_tokens:
                 sample_rows.append(i)

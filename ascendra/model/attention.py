@@ -30,6 +30,7 @@ class SeqChunk:
     block_ids: list[int]
     num_computed: int
     num_new: int
+    decode: bool = False  # the request's call (Request.is_decode): one new token, read as a decode
 
 
 @dataclass
@@ -67,7 +68,7 @@ def build_metadata(chunks: list[SeqChunk], block_size: int, device: torch.device
     positions: list[int] = []
     seq_of_token: list[int] = []
     for i, ch in enumerate(chunks):
-        if ch.num_new < 1 or ch.num_computed < 0:
+        if ch.num_new < 1 or ch.num_computed < 0 or (ch.decode and ch.num_new != 1):
             raise ValueError(f"sequence {i}: bad chunk (computed={ch.num_computed}, new={ch.num_new})")
         needed = -(-(ch.num_computed + ch.num_new) // block_size)
         if len(ch.block_ids) < needed:
@@ -89,7 +90,7 @@ def build_metadata(chunks: list[SeqChunk], block_size: int, device: torch.device
         end = start + ch.num_new
         ctx = ch.num_computed + ch.num_new
         nb = -(-ctx // block_size)
-        if ch.num_new == 1:
+        if ch.decode:
             decode_rows.append((nb, start, i))
         elif ch.num_computed == 0:
             prefills.append(PrefillChunk(start, end, None, None))
