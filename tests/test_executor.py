@@ -76,7 +76,7 @@ def generate(
         if preempt and step == preempt[1]:
             victim = next(r for r in running if r.request_id == preempt[0])
             free.extend(victim.block_ids)
-            victim.block_ids, victim.num_computed_tokens = [], 0
+            victim.block_ids, victim.num_computed_tokens, victim.is_decode = [], 0, False
         batch, left = ScheduledBatch(), budget
         for r in sorted(running, key=lambda r: not r.is_decode):
             n = min(r.num_tokens - r.num_computed_tokens, left)
@@ -96,6 +96,7 @@ def generate(
             r.num_computed_tokens += n
             if tok is not None:
                 r.output_token_ids.append(tok)
+                r.is_decode = True
                 if r.num_output_tokens == r.max_tokens or tok in eos:
                     running.remove(r)
                     free.extend(r.block_ids)

@@ -5,7 +5,12 @@ from __future__ import annotations
 from ascendra.cluster.router import Role, Router, RouterConfig
 from ascendra.cluster.system import SystemConfig, build_cluster
 from ascendra.core.request import SLO, Request
+from ascendra.engine.sim_executor import SimExecutor
 from tests.test_scheduler import PERF, req, run_to_decode, sched
+
+
+def sim(index: int) -> SimExecutor:
+    return SimExecutor(PERF, index)
 
 
 def lp_hp(margin: float = 0.2) -> tuple[Router, list]:
@@ -50,7 +55,7 @@ def test_a_started_request_is_never_offloaded():
 
 
 def test_dispatch_balances_by_projected_wait():
-    cluster, router = build_cluster(SystemConfig("sarathi", num_instances=3, token_budget=512), PERF)
+    cluster, router = build_cluster(SystemConfig("sarathi", num_instances=3, token_budget=512), PERF, sim)
     cluster[0].add_request(req("busy", 5000))
     cluster[1].add_request(req("less-busy", 500))
     assert router.dispatch(Request("n", 0.0, 100, 10, SLO(1, 1)), now=0.0) == 2
@@ -64,10 +69,10 @@ def test_dispatch_is_not_steered_by_a_few_percent_of_measured_slowdown():
     requests, not the one that last ran 3% faster. A clearly slower instance still loses."""
 
     def dispatch_with(slowdown: float) -> int:
-        cluster, router = build_cluster(SystemConfig("vllm", num_instances=2), PERF)
-        run_to_decode(cluster[0], *[req(f"a{i}", 50, out=100) for i in range(3)])
-        run_to_decode(cluster[1], req("b", 50, out=100))
-        cluster[1].slowdown = slowdown
+        cluster, router = build_cluster(SystemConfig("vllm", num_instances=2), PERF, sim)
+        run_to_decode(cluster[0].scheduler, *[req(f"a{i}", 50, out=100) for i in range(3)])
+        run_to_decode(cluster[1].scheduler, req("b", 50, out=100))
+        cluster[1].scheduler.slowdown = slowdown
         return router.dispatch(Request("n", 0.0, 100, 10, SLO(1, 1)), now=0.0)
 
     assert dispatch_with(1.03) == 1

@@ -200,7 +200,8 @@ def test_lp_learns_a_slowdown_and_shrinks_its_budget():
     for _ in range(30):  # decode-only iterations taking 2x what the model predicts
         b = s.schedule(t)
         b.requests, b.num_new_tokens = b.requests[:8], b.num_new_tokens[:8]  # keep "p" out
-        b.shape = type(b.shape).of([(r.num_computed_tokens, 1) for r in b.requests])
+        b.shape = type(b.shape).of(decodes=[r.num_computed_tokens for r in b.requests])
+        b.predicted = PERF.predict(b.shape)
         t += 2 * PERF.predict(b.shape)
         s.update(b, None, t)
     assert s.slowdown == pytest.approx(2.0, rel=0.01)

@@ -12,9 +12,10 @@ from ascendra.core.batch import BatchShape, ScheduledBatch
 from ascendra.core.iteration_stats import IterationStats
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.request import SLO, Request, RequestStatus
+from ascendra.engine.sim_executor import SimExecutor
 from ascendra.metrics import summarize
 from ascendra.runtime.experiment import Scenario, sustained_share
-from ascendra.runtime.sim import SimExecutor, simulate
+from ascendra.runtime.sim import simulate
 
 SC = Scenario(profile="a100-llama-3-8b", workload="conv", slo="strict", num_requests=400)
 
@@ -76,17 +77,17 @@ def test_iteration_noise_has_the_profiles_spread_and_is_what_live_stats_measure(
     batch = ScheduledBatch()
     batch.add(Request("r", 0.0, 512, 1, SLO(1, 1)), 512)
     predicted = perf.predict(batch.shape)
-    draws = [SimExecutor(perf, seed=3).execute(batch) for _ in range(3)]
+    draws = [SimExecutor(perf, seed=3).duration(batch) for _ in range(3)]
     assert draws[0] == draws[1] == draws[2]  # seeded
     executor, stats = SimExecutor(perf, seed=3), IterationStats()
-    times = [executor.execute(batch) for _ in range(20_000)]
+    times = [executor.duration(batch) for _ in range(20_000)]
     for t in times:
         stats.record(t, predicted)
     assert sum(times) / len(times) == pytest.approx(predicted, rel=0.01)
     assert stats.spread == pytest.approx(0.1, rel=0.05)
     assert stats.spread_correlation == pytest.approx(0.5, abs=0.05)
     assert stats.slowdown == pytest.approx(1.0, rel=0.01)
-    assert SimExecutor(SC.perf).execute(batch) == predicted  # no spread: exactly the prediction
+    assert SimExecutor(SC.perf).duration(batch) == predicted  # no spread: exactly the prediction
 
 
 def test_iteration_noise_costs_tbt_attainment_near_the_slo():
@@ -118,7 +119,7 @@ def test_live_noise_by_length_reaches_the_simulator():
         predicted = SC.perf.predict(batch.shape)
         mean, _ = noise.band(predicted)
         executor = SimExecutor(SC.perf, seed=1, noise=noise)
-        ratio = sum(executor.execute(batch) for _ in range(2000)) / 2000 / predicted
+        ratio = sum(executor.duration(batch) for _ in range(2000)) / 2000 / predicted
         assert ratio == pytest.approx(math.exp(mean), rel=0.01)
     assert noise.band(0.05)[0] == pytest.approx(math.log(1.10), abs=0.005)
     assert noise.band(0.5)[0] == pytest.approx(math.log(0.95), abs=0.005)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ascendra.cluster.router import Role, Router, RouterConfig
 from ascendra.core.block_manager import BlockManager
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.policies import make_scheduler
-from ascendra.core.scheduler import Scheduler, SchedulerConfig
+from ascendra.core.scheduler import SchedulerConfig
+from ascendra.engine.executor import Executor
+from ascendra.engine.instance import Instance
 
 SYSTEMS = ("vllm", "sarathi", "ascendra")
 
@@ -99,18 +102,24 @@ class SystemConfig:
         return f"ascendra({self.num_instances - self.num_hp}LP:{self.num_hp}HP,margin={self.offload_margin})"
 
 
-def build_cluster(config: SystemConfig, perf_model: PerfModel) -> tuple[list[Scheduler], Router]:
-    """One scheduler per instance, each with its own block pool of the profile's KV capacity, and
-    the router over them. The simulator drives these directly; the live server builds the same
-    schedulers inside the instance processes."""
+def build_cluster(
+    config: SystemConfig, perf_model: PerfModel, executor_for: Callable[[int], Executor]
+) -> tuple[list[Instance], Router]:
+    """One instance per role, each with its own scheduler and block pool of the profile's KV
+    capacity and the executor `executor_for(index)` gives, and the router over them. The simulator
+    drives these directly; the live server builds the same instances inside its worker processes."""
     roles = config.roles()
-    schedulers = [
-        make_scheduler(
-            config.policy(role),
-            config.scheduler_config(role, perf_model.max_model_len),
-            BlockManager(perf_model.num_kv_blocks, perf_model.block_size, config.watermark),
-            perf_model,
+    instances = [
+        Instance(
+            make_scheduler(
+                config.policy(role),
+                config.scheduler_config(role, perf_model.max_model_len),
+                BlockManager(perf_model.num_kv_blocks, perf_model.block_size, config.watermark),
+                perf_model,
+            ),
+            executor_for(i),
+            emit_outputs=False,
         )
-        for role in roles
+        for i, role in enumerate(roles)
     ]
-    return schedulers, Router(list(schedulers), roles, config.router_config())
+    return instances, Router(list(instances), roles, config.router_config())

@@ -56,6 +56,7 @@ class ScheduledBatch:
     shape: BatchShape = field(default_factory=BatchShape)
     preempted: list[Request] = field(default_factory=list)
     start_time: float = 0.0  # the `now` it was scheduled at
+    predicted: float = 0.0  # its duration as the scheduler's performance model predicts it (0: none)
 
     def add(self, request: Request, num_new: int) -> None:
         self.requests.append(request)

@@ -49,6 +49,19 @@ class BlockManager:
             table.append(free.pop())
         return True
 
+    def append_slots(self, decodes: list[Request]) -> int:
+        """One more slot for each of `decodes`, in order: how many got theirs (it stops at the first
+        that does not fit). `allocate_slots(r, 1)` for each, as one call: the scheduler makes it for
+        every decode of every iteration."""
+        bs, free = self.block_size, self._free
+        for k, req in enumerate(decodes):
+            table = req.block_ids
+            if req.num_computed_tokens >= len(table) * bs:
+                if not free:
+                    return k
+                table.append(free.pop())
+        return len(decodes)
+
     def free(self, request: Request) -> None:
         self._free.extend(reversed(request.block_ids))
         request.block_ids = []

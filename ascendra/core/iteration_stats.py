@@ -112,9 +112,11 @@ class IterationStats:
         if elapsed <= 0 or predicted <= 0:
             return
         x = math.log(elapsed / predicted)
-        self.bands[bisect_left(BAND_EDGES, predicted)].add(x)
-        if self.last_log_ratio is not None:
-            self.lag_products += x * self.last_log_ratio
+        m = self.bands[bisect_left(BAND_EDGES, predicted)]
+        m.n, m.total, m.squares = m.n + 1, m.total + x, m.squares + x * x  # Moments.add, inlined:
+        last = self.last_log_ratio  # the simulator records every iteration too
+        if last is not None:
+            self.lag_products += x * last
         self.last_log_ratio = x
 
     @property

@@ -59,6 +59,11 @@ class Request:
     # True once any of its tokens has been computed: from then on it cannot be offloaded for free.
     started: bool = False
     offloaded: bool = False
+    # A decode: its one pending token is its last sampled output. The one definition of a decode
+    # (a prompt's final 1-token chunk is not one: it has sampled nothing yet), kept by the
+    # scheduler: set when the request samples a token, cleared when it is preempted. A field
+    # rather than a property because every running request is classified on every iteration.
+    is_decode: bool = False
     finish_reason: str | None = None
     error: str | None = None
     ttft_deadline: float = 0.0
@@ -83,12 +88,6 @@ class Request:
         """Tokens still to compute before the next token can be sampled (1 for a decode)."""
         return self.prompt_len + len(self.output_token_ids) - self.num_computed_tokens
 
-    @property
-    def is_decode(self) -> bool:
-        """Whether its one pending token is its last sampled output: the one definition of a
-        decode (a prompt's final 1-token chunk is not one; it has sampled nothing yet)."""
-        out = self.output_token_ids
-        return bool(out) and self.num_computed_tokens == self.prompt_len + len(out) - 1
 
     @property
     def first_token_time(self) -> float | None:

@@ -60,6 +60,8 @@ class Scheduler:
         """The batch of the next iteration, starting at `now`."""
         batch = self._schedule(now)
         batch.start_time = now
+        if self.perf_model is not None and batch.requests:
+            batch.predicted = self.perf_model.predict(batch.shape)
         return batch
 
     def _schedule(self, now: float) -> ScheduledBatch:
@@ -167,6 +169,7 @@ class Scheduler:
             self.pending_prefill_tokens -= request.num_remaining_prefill
         self.block_manager.free(request)
         request.num_computed_tokens = 0
+        request.is_decode = False
         request.num_preemptions += 1
         self.num_preemptions += 1
         batch.preempted.append(request)
@@ -176,32 +179,27 @@ class Scheduler:
         """Give every decoding request its one token, preempting from the back of `running` when
         blocks run out (vLLM's rule: the request admitted last loses). Returns the running
         requests that are still in their prompt, for the policy to chunk."""
-        allocate = self.block_manager.allocate_slots
-        prefilling: list[Request] = []
-        # The hot loop of every simulated iteration: the batch's lists and shape are filled inline
-        # rather than through batch.add (same result, a third of the time).
-        reqs, news, shape = batch.requests, batch.num_new_tokens, batch.shape
         running = self.running
-        i = 0
-        while i < len(running):
-            req = running[i]
-            i += 1
-            if not req.is_decode:
-                prefilling.append(req)
-                continue
-            while not allocate(req, 1):
-                victim = running[-1]
-                self._preempt(victim, batch)
-                if victim in prefilling:
-                    prefilling.remove(victim)
-                if victim is req:
-                    break
-            if req.status is not RequestStatus.RUNNING:
-                break
-            reqs.append(req)
-            news.append(1)
-            shape.decode_context += req.num_computed_tokens + 1
-        n = len(reqs) - shape.num_seqs
+        decodes: list[Request] = []
+        prefilling: list[Request] = []
+        for r in running:
+            (decodes if r.is_decode else prefilling).append(r)
+        k = self.block_manager.append_slots(decodes)
+        while k < len(decodes):  # decodes[k] needs a block and none is free
+            victim = running[-1]  # admitted after decodes[k], or decodes[k] itself: never served yet
+            self._preempt(victim, batch)
+            (prefilling if victim in prefilling else decodes).remove(victim)
+            k += self.block_manager.append_slots(decodes[k:])
+        # The batch's lists and shape are filled here rather than through batch.add (same result,
+        # a fraction of the time: this runs for every decode of every simulated iteration).
+        n = len(decodes)
+        batch.requests.extend(decodes)
+        batch.num_new_tokens.extend([1] * n)
+        shape = batch.shape
+        context = n
+        for r in decodes:
+            context += r.num_computed_tokens
+        shape.decode_context += context
         shape.num_tokens += n
         shape.num_seqs += n
         shape.num_decodes += n
@@ -274,15 +272,19 @@ class Scheduler:
         for i, req in enumerate(batch.requests):
             if req.status is not running:
                 continue  # aborted while the iteration ran
-            c = req.num_computed_tokens = req.num_computed_tokens + num_new[i]
             out = req.output_token_ids
-            if c < req.prompt_len + len(out):
-                continue  # a prompt chunk that does not reach the end samples nothing
+            if req.is_decode:  # most sequences: the common case first
+                req.num_computed_tokens += 1
+            else:
+                c = req.num_computed_tokens = req.num_computed_tokens + num_new[i]
+                if c < req.prompt_len + len(out):
+                    continue  # a prompt chunk that does not reach the end samples nothing
+                req.is_decode = True
+                if not out:
+                    self._drop_ttft_slo(req)  # its first token
             tok = 0 if token_ids is None else token_ids[i]
             out.append(tok)
             req.token_times.append(now)
-            if len(out) == 1:
-                self._drop_ttft_slo(req)
             if len(out) >= req.max_tokens:
                 req.status = RequestStatus.FINISHED_LENGTH
             elif tok in req.stop_token_ids:
@@ -294,11 +296,12 @@ class Scheduler:
             finished.append(req)
         if finished:
             self.running = [r for r in self.running if r.status is running]
-        if self.perf_model is not None and batch.requests:
-            elapsed, predicted = now - batch.start_time, self.perf_model.predict(batch.shape)
-            if predicted > 0:
-                ratio = min(max(elapsed / predicted, SLOWDOWN_RANGE[0]), SLOWDOWN_RANGE[1])
-                self.slowdown += SLOWDOWN_GAIN * (ratio - self.slowdown)
+        predicted = batch.predicted
+        if predicted > 0:
+            ratio = (now - batch.start_time) / predicted
+            lo, hi = SLOWDOWN_RANGE
+            ratio = lo if ratio < lo else hi if ratio > hi else ratio
+            self.slowdown += SLOWDOWN_GAIN * (ratio - self.slowdown)
         return finished
 
     # ---- what the router reads -----------------------------------------------------------------

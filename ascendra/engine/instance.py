@@ -1,7 +1,9 @@
-"""An instance: one scheduler and one executor, stepped as schedule -> execute -> update.
+"""An instance: one scheduler and one executor, stepped as start -> execute -> complete.
 
-The same loop serves the offline `LLM`, the live server's instance processes and Ray actors; only
-the clock passed to `step` and the executor differ. Text (incremental detokenization, stop
+The same loop serves the offline `LLM`, the live server's instance processes, Ray actors and the
+simulator; only the clock and the executor differ. A live instance reads its clock around
+`execute` (`step`); the simulator starts an iteration at one virtual `now`, asks its SimExecutor
+how long it takes, and completes it at a later one. Text (incremental detokenization, stop
 strings) is handled here, next to the tokens, so a stop string frees the KV blocks at once.
 """
 
@@ -9,17 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from ascendra.core.batch import ScheduledBatch
 from ascendra.core.iteration_stats import IterationStats
+from ascendra.core.projection import QueueView
 from ascendra.core.request import Request, RequestStatus
 from ascendra.core.scheduler import Scheduler
-
-
-class Executor(Protocol):
-    def execute(self, batch: ScheduledBatch) -> Any: ...  # has .token_ids and .logprobs lists
-    def release(self, request_id: str) -> None: ...
+from ascendra.engine.executor import ExecuteOutput, Executor
 
 
 class Detokenizer(Protocol):
@@ -53,20 +52,48 @@ class _TextState:
     sent: int = 0  # characters already streamed
 
 
+@dataclass(slots=True)
+class IterationResult:
+    finished: list[Request]  # the requests this iteration ended
+    outputs: list[RequestOutput]  # what each request produced, for its client (none in simulation)
+
+
 class Instance:
+    """Also what the router sees of a local instance (`InstanceView`)."""
+
     def __init__(
-        self, scheduler: Scheduler, executor: Executor, detokenizer: DetokenizerFactory | None = None
+        self,
+        scheduler: Scheduler,
+        executor: Executor,
+        detokenizer: DetokenizerFactory | None = None,
+        *,
+        emit_outputs: bool = True,
     ) -> None:
         self.scheduler = scheduler
         self.executor = executor
         self.detokenizer = detokenizer
+        # A simulated instance has nobody to stream to: it skips building per-token outputs.
+        self.emit_outputs = emit_outputs
         self.requests: dict[str, Request] = {}
         self._text: dict[str, _TextState] = {}
         self.num_steps = 0
-        # How the iterations really ran against the performance model (live only: the simulator
-        # has nothing to measure), and when the last one ended if work was left.
+        # How the iterations really ran against the performance model, and when the last one
+        # ended if work was left.
         self.iterations = IterationStats()
         self._busy_since: float | None = None
+
+    # ---- what the router reads (InstanceView) -------------------------------------------------
+
+    @property
+    def pending_prefill_tokens(self) -> int:
+        return self.scheduler.pending_prefill_tokens
+
+    @property
+    def num_waiting(self) -> int:
+        return self.scheduler.num_waiting
+
+    def snapshot(self) -> QueueView:
+        return self.scheduler.snapshot()
 
     # ---- requests in and out -------------------------------------------------------------------
 
@@ -92,14 +119,13 @@ class Instance:
         self._drop(req)
         return req
 
-    def take_waiting(self, request_id: str) -> Request | None:
-        """Hand over a request that has not started, for offloading; None if it has."""
-        req = self.requests.get(request_id)
-        if req is None or not self.scheduler.take_waiting(req):
-            return None
-        del self.requests[request_id]
-        self._drop(req)
-        return req
+    def take_waiting(self, request: Request) -> bool:
+        """Hand over a request that has not started, for offloading; False if it has."""
+        if self.requests.get(request.request_id) is not request or not self.scheduler.take_waiting(request):
+            return False
+        del self.requests[request.request_id]
+        self._drop(request)
+        return True
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
@@ -111,41 +137,61 @@ class Instance:
     # ---- the loop ------------------------------------------------------------------------------
 
     def step(self, clock: Callable[[], float]) -> list[RequestOutput]:
-        """Run one iteration. `clock()` is read when the batch is chosen and when it is done; the
-        second reading is every sampled token's time."""
-        batch = self.scheduler.schedule(clock())
-        if not batch.requests:
+        """Run one iteration on a real clock: `clock()` is read when the batch is chosen and when it
+        is done; the second reading is every sampled token's time."""
+        batch = self.start_iteration(clock())
+        if batch is None:
             return []
-        if self._busy_since is not None:
-            self.iterations.record_gap(batch.start_time - self._busy_since)
         out = self.executor.execute(batch)
-        now = clock()
-        sampled = [i for i in range(len(batch)) if batch.samples(i)]
-        self.scheduler.update(batch, out.token_ids, now)
+        return self.complete_iteration(batch, out, clock()).outputs
+
+    def start_iteration(self, now: float) -> ScheduledBatch | None:
+        """Choose the batch of an iteration starting at `now` (None: nothing to run)."""
+        batch = self.scheduler.schedule(now)
+        if not batch.requests:
+            return None
+        if self._busy_since is not None:
+            self.iterations.record_gap(now - self._busy_since)
+        return batch
+
+    def complete_iteration(self, batch: ScheduledBatch, out: ExecuteOutput, now: float) -> IterationResult:
+        """Apply an executed iteration that ended at `now`."""
+        outputs: list[RequestOutput] = []
+        if out.errors is not None:
+            for req, err in zip(batch.requests, out.errors, strict=True):
+                if err is not None and self.abort_request(req.request_id, RequestStatus.FINISHED_FAILED, err):
+                    outputs.append(_failed(req, err))
+        sched = self.scheduler
+        sampled = [i for i in range(len(batch)) if batch.samples(i)] if self.emit_outputs else ()
+        finished = sched.update(batch, out.token_ids, now)
         self.num_steps += 1
-        if self.scheduler.perf_model is not None:
-            self.iterations.record(now - batch.start_time, self.scheduler.perf_model.predict(batch.shape))
-        self._busy_since = now if self.has_unfinished() else None
-        outputs = []
+        if batch.predicted:
+            self.iterations.record(now - batch.start_time, batch.predicted)
+        self._busy_since = now if sched.waiting or sched.running else None
         for i in sampled:
             req = batch.requests[i]
-            tok = out.token_ids[i]
-            o = RequestOutput(
-                req.request_id,
-                [tok],
-                num_prompt_tokens=req.prompt_len,
-                num_output_tokens=req.num_output_tokens,
-                token_time=now,
-            )
-            if out.logprobs is not None and out.logprobs[i] is not None:
-                o.logprobs.append(out.logprobs[i])
-            self._add_text(req, tok, o)
-            if req.is_finished:
-                o.finished, o.finish_reason = True, req.finish_reason
-                self.requests.pop(req.request_id, None)
-                self._drop(req)
+            if req.status is RequestStatus.FINISHED_FAILED:
+                continue  # its row failed: already reported
+            o = self._output(req, out, i, now)
             outputs.append(o)
-        return outputs
+            if o.finished and req.request_id in self.requests and req not in finished:
+                finished.append(req)  # a stop string in its text ended it
+        for req in finished:
+            if self.requests.pop(req.request_id, None) is not None:
+                self._drop(req)
+        return IterationResult(finished, outputs)
+
+    def _output(self, req: Request, out: ExecuteOutput, i: int, now: float) -> RequestOutput:
+        tok = req.output_token_ids[-1]
+        o = RequestOutput(req.request_id, [tok], num_prompt_tokens=req.prompt_len,
+                          num_output_tokens=req.num_output_tokens, token_time=now)
+        if out.logprobs is not None and out.logprobs[i] is not None:
+            o.logprobs.append(out.logprobs[i])
+        self._add_text(req, tok, o)
+        if req.is_finished:
+            o.finished, o.finish_reason = True, req.finish_reason
+            o.error = req.error
+        return o
 
     def _add_text(self, req: Request, token_id: int, o: RequestOutput) -> None:
         st = self._text.get(req.request_id)
@@ -176,3 +222,8 @@ class Instance:
             return
         o.text = st.text[st.sent :]
         st.sent = len(st.text)
+
+
+def _failed(req: Request, reason: str) -> RequestOutput:
+    return RequestOutput(req.request_id, finished=True, finish_reason=req.finish_reason, error=reason,
+                         num_prompt_tokens=req.prompt_len, num_output_tokens=req.num_output_tokens)

@@ -96,6 +96,7 @@ def time_batches(
                 r.prompt_len -= 1
                 r.output_token_ids = [ids[-1]]
                 r.prompt_token_ids = ids[:-1]
+                r.is_decode = True
             if not bm.allocate_slots(r, computed + new):
                 raise ValueError(f"the KV pool ({executor.num_blocks} blocks) cannot hold batch {sb.label!r}")
             r.num_computed_tokens = computed

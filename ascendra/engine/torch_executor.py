@@ -7,23 +7,16 @@ generator) lives here until `release`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ascendra.core.batch import ScheduledBatch
 from ascendra.core.request import Request
+from ascendra.engine.executor import ExecuteOutput
 from ascendra.model.attention import SeqChunk, build_metadata
 from ascendra.model.config import ModelConfig
 from ascendra.model.kv_cache import KVCache, num_blocks_for_memory, parse_bytes
 from ascendra.model.llama import LlamaForCausalLM
 from ascendra.model.sampling import GREEDY, SamplingParams, make_generator, sample
-
-
-@dataclass
-class ExecuteOutput:
-    token_ids: list[int | None]  # one per sequence: the sampled token, or None (prompt chunk not finished)
-    logprobs: list[float | None]
 
 
 class TorchExecutor:

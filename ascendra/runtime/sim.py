@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,33 +20,8 @@ from ascendra.core.batch import ScheduledBatch
 from ascendra.core.iteration_stats import IterationNoise
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.request import Request, RequestStatus
-
-
-class SimExecutor:
-    """Runs nothing: returns how long the iteration would take.
-
-    With `noise` (or, without it, where the profile has a `spread`) the prediction is scattered
-    as live iterations are, seeded. A request meets its TBT SLO only if (nearly) every gap does,
-    so one slow iteration can fail it: a simulator whose iterations all take exactly their
-    prediction overstates TBT attainment."""
-
-    def __init__(
-        self, perf_model: PerfModel, seed: int | str = 0, noise: IterationNoise | None = None
-    ) -> None:
-        self.perf_model = perf_model
-        pm = perf_model
-        self.noise = noise or IterationNoise.around_prediction(pm.spread, pm.spread_correlation)
-        self._rng = random.Random(seed)
-        self._z = 0.0  # the AR(1) state: a standard normal
-
-    def execute(self, batch: ScheduledBatch) -> float:
-        seconds = self.perf_model.predict(batch.shape)
-        if self.noise is None:
-            return seconds
-        mean, sd = self.noise.band(seconds)
-        rho = self.noise.correlation
-        self._z = rho * self._z + math.sqrt(1.0 - rho * rho) * self._rng.gauss(0.0, 1.0)
-        return seconds * math.exp(mean + sd * self._z)
+from ascendra.engine.executor import ExecuteOutput
+from ascendra.engine.sim_executor import SimExecutor
 
 
 @dataclass
@@ -87,11 +61,11 @@ def simulate(
     scatter by `noise` (default: the profile's spread, if any), seeded by `seed`, one stream per
     instance."""
     wall0 = time.perf_counter()
-    schedulers, router = build_cluster(config, perf_model)
-    executors = [SimExecutor(perf_model, f"{seed}:{i}", noise) for i in range(len(schedulers))]
+    instances, router = build_cluster(
+        config, perf_model, lambda i: SimExecutor(perf_model, f"{seed}:{i}", noise)
+    )
     offloading = router.config.offload
-    n_inst = len(schedulers)
-    batches: list[ScheduledBatch | None] = [None] * n_inst
+    running: list[tuple[ScheduledBatch, ExecuteOutput] | None] = [None] * len(instances)
     instance_of = {}
     heap: list[tuple[float, int]] = []
     arrivals = sorted(requests, key=lambda r: r.arrival_time)
@@ -99,27 +73,29 @@ def simulate(
 
     def start(i: int, now: float) -> None:
         nonlocal num_iterations
-        batch = schedulers[i].schedule(now)
-        if batch.requests:
-            batches[i] = batch
-            num_iterations += 1
-            heapq.heappush(heap, (now + executors[i].execute(batch), i))
-        else:
-            batches[i] = None
+        inst = instances[i]
+        batch = inst.start_iteration(now)
+        if batch is None:
+            running[i] = None
+            return
+        out = inst.executor.execute(batch)
+        running[i] = (batch, out)
+        num_iterations += 1
+        heapq.heappush(heap, (now + out.duration, i))
 
     a, n = 0, len(arrivals)
     while a < n or heap:
         next_arrival = arrivals[a].arrival_time if a < n else math.inf
         if heap and heap[0][0] <= next_arrival:
             now, i = heapq.heappop(heap)
-            finished = schedulers[i].update(batches[i], None, now)
+            finished = instances[i].complete_iteration(*running[i], now).finished
             for r in finished:
                 instance_of[id(r)] = i
             if progress is not None and finished:
                 progress(len(finished))
             if offloading:
                 for _, h in router.check_offloads(i, now):
-                    if batches[h] is None:
+                    if running[h] is None:
                         start(h, now)
             start(i, now)
         else:
@@ -130,12 +106,12 @@ def simulate(
                 req.status, req.finish_reason, req.error = RequestStatus.FINISHED_FAILED, "failed", reason
                 continue
             i = router.dispatch(req, req.arrival_time)
-            if batches[i] is None:
+            if running[i] is None:
                 start(i, req.arrival_time)
 
-    for sched in schedulers:  # nothing should be left; if something is, say so rather than drop it
-        for r in [*sched.waiting, *sched.running]:
-            sched.finish(r, RequestStatus.FINISHED_FAILED, "simulation ended with the request unserved")
+    for inst in instances:  # nothing should be left; if something is, say so rather than drop it
+        for rid in list(inst.requests):
+            inst.abort_request(rid, RequestStatus.FINISHED_FAILED, "the simulation ended with it unserved")
     last = max((r.token_times[-1] for r in requests if r.token_times), default=0.0)
     first = arrivals[0].arrival_time if arrivals else 0.0
     return SimResult(
@@ -144,6 +120,6 @@ def simulate(
         wall_seconds=time.perf_counter() - wall0,
         num_iterations=num_iterations,
         num_offloads=router.num_offloads,
-        num_preemptions=sum(s.num_preemptions for s in schedulers),
+        num_preemptions=sum(inst.scheduler.num_preemptions for inst in instances),
         instance_of=[instance_of.get(id(r), -1) for r in requests],
     )

@@ -24,6 +24,7 @@ run and shrinks when many do.
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 
 from ascendra.core.batch import BatchShape, ScheduledBatch
 from ascendra.core.config import SchedulerConfig
@@ -31,6 +32,8 @@ from ascendra.core.perf_model import PerfModel
 from ascendra.core.projection import PrefillRate, Projection
 from ascendra.core.request import Request
 from ascendra.core.scheduler import Scheduler, decode_shape
+
+_tbt = attrgetter("slo.tbt")
 
 
 def time_limit(config: SchedulerConfig, min_tbt: float | None, min_ttft_slo: float | None) -> float | None:
@@ -94,7 +97,7 @@ class AscendraLPScheduler(Scheduler):
     def _chunk_limit(self, batch: ScheduledBatch) -> Callable[[Request], int]:
         cfg = self.config
         decodes = batch.shape.num_decodes
-        min_tbt = min(r.slo.tbt for r in batch.requests) if decodes else None
+        min_tbt = min(map(_tbt, batch.requests)) if decodes else None
         limit = time_limit(cfg, min_tbt, self.min_ttft_slo)
         perf = self.perf_model
         if limit is None or perf is None:

@@ -163,8 +163,9 @@ class WorkerLoop:
         elif isinstance(msg, m.Abort):
             inst.abort_request(msg.request_id)
         elif isinstance(msg, m.Steal):
-            taken = inst.take_waiting(msg.request_id)
-            (rep.stolen if taken is not None else rep.refused).append(msg.request_id)
+            req = inst.requests.get(msg.request_id)
+            taken = req is not None and inst.take_waiting(req)
+            (rep.stolen if taken else rep.refused).append(msg.request_id)
         elif isinstance(msg, m.Checked):
             self.checked_report = max(self.checked_report, msg.report)
         elif isinstance(msg, m.Stop):
