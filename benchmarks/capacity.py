@@ -95,7 +95,8 @@ def run_setting(st: Setting, args: argparse.Namespace, t0: float) -> tuple[dict,
     sc = Scenario(profile=st.profile, workload="conv", slo=st.slo, num_requests=args.num_requests)
     configs = {
         s: candidate_configs(
-            s, instances=INSTANCES, hp_instances=HP_INSTANCES, sweep=True, max_model_len=sc.perf.max_model_len
+            s, instances=INSTANCES, hp_instances=HP_INSTANCES, sweep=True,
+            max_model_len=sc.capacity.max_model_len,
         )
         for s in ("vllm", "sarathi", "ascendra")
     }

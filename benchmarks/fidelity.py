@@ -24,22 +24,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ascendra.bench.fidelity import Calibration, Setup, compare_rows, run_live, run_sim, run_sim_calibrated
-from ascendra.core.perf_model import PerfModel, isolated_decode_time
+from fidelity_harness import Calibration, Setup, compare_rows, run_live, run_sim, run_sim_calibrated
+
+from ascendra.core.perf_model import isolated_decode_time
 from ascendra.core.request import SLO
 from ascendra.metrics import format_table, write_json
 from ascendra.metrics.plot import plot_cdf
+from ascendra.profiles import Profile, load_profile
 from ascendra.workload import make_workload
 
 SYSTEMS = ("vllm", "sarathi", "ascendra")
 
 
-def profile(path: Path) -> PerfModel:
+def profile(path: Path) -> Profile:
     if not path.exists():
         cmd = [sys.executable, "-m", "ascendra.cli", "profile", "--threads", "1", "--instances", "2",
                "--out", str(path)]
         subprocess.run(cmd, check=True)
-    return PerfModel.load(path)
+    return load_profile(path)
 
 
 def main() -> None:
@@ -58,12 +60,13 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prof_path = Path(args.profile) if args.profile else out / "cpu-profile.json"
-    perf = profile(prof_path)
+    prof = profile(prof_path)
+    perf = prof.perf_model
     dec = isolated_decode_time(perf, 256)
     setup = Setup(prof_path, SLO(args.ttft_slo or 10 * dec, args.tbt_slo or 5 * dec),
                   token_budget=args.token_budget)
     items = make_workload(args.workload, rate=args.rate, num_requests=args.num_requests, seed=args.seed,
-                          max_model_len=perf.max_model_len)
+                          max_model_len=prof.capacity.max_model_len)
     systems = [s for s in args.systems.split(",") if s]
     lives = {system: run_live(system, items, setup) for system in systems}
     rows, cdfs, figures = [], {}, {}
@@ -71,11 +74,11 @@ def main() -> None:
         # Calibrated on the other systems' live runs: a prediction of a run the simulator has not
         # seen; calibrated on this run: its scheduling fidelity alone.
         others = [lives[o].calibration for o in systems if o != system]
-        columns = {"ahead of time": run_sim(system, items, setup, perf)}
+        columns = {"ahead of time": run_sim(system, items, setup, prof)}
         if others:
             columns["other runs' calibration"] = run_sim_calibrated(
-                system, items, setup, perf, Calibration.pooled(others))
-        columns["this run's calibration"] = run_sim_calibrated(system, items, setup, perf, live.calibration)
+                system, items, setup, prof, Calibration.pooled(others))
+        columns["this run's calibration"] = run_sim_calibrated(system, items, setup, prof, live.calibration)
         rows += compare_rows(system, live, columns)
         cdfs[f"{system} live"] = live.ttfts
         figures[system] = {"live": live.summary.as_dict(), "live_counts": live.counts}

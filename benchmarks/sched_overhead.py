@@ -23,6 +23,7 @@ from ascendra.core.policies import make_scheduler
 from ascendra.core.request import SLO, Request
 from ascendra.core.scheduler import Scheduler, SchedulerConfig
 from ascendra.metrics import format_table
+from ascendra.profiles import load_profile
 
 
 def loaded(policy: str, perf: PerfModel, rng: random.Random) -> Scheduler:
@@ -49,7 +50,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--profile", default="a100-llama-3-8b")
     args = ap.parse_args()
-    perf = PerfModel.load(args.profile)
+    perf = load_profile(args.profile).perf_model
     rows = []
     for policy in ("vllm", "sarathi", "ascendra-lp"):
         rng = random.Random(0)

@@ -35,7 +35,7 @@ def main() -> None:
         walls = []
         for _ in range(args.repeats):
             reqs = sc.requests(rate, 0)
-            res = simulate(system, sc.perf, reqs)
+            res = simulate(system, sc.perf, reqs, capacity=sc.capacity)
             walls.append(res.wall_seconds)
         s = summarize(res.requests)
         rows.append(

@@ -5,7 +5,7 @@ log-log from Vidur's measured mlp.csv, TP1 medians) + attention (roofline, effic
 Vidur's A100 Llama-2-70B TP2 attention.csv) + LM head on the sampled rows (roofline, efficiencies of
 the measured linear ops) + CPU overheads (Vidur's cpu_overheads.csv: schedule, sampler, prepare
 inputs, process outputs; its rows are CodeLlama-34B TP2). A few thousand synthetic iterations
-timed this way are fitted by `PerfModel.fit`. Only the fitted numbers are written; the data stays
+timed this way are fitted by `fit_perf_model`. Only the fitted numbers are written; the data stays
 in ../shared/data.
 
     PYTHONPATH=. python3 scripts/derive_gpu_profiles.py [DATA_DIR] [--out ascendra/profiles]
@@ -23,7 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from ascendra.core.batch import BatchShape
-from ascendra.core.perf_model import PerfModel, isolated_decode_time, isolated_prefill_time, mape
+from ascendra.core.config import KVCapacity
+from ascendra.core.perf_model import isolated_decode_time, isolated_prefill_time
+from ascendra.profiles import Profile, load_profile
+from ascendra.profiles.fit import fit_perf_model, mape
 
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 1024**3
@@ -391,7 +394,7 @@ def derive(data: Path, out: Path, n: int, seed: int) -> None:
         batches = synthetic_batches(m, blocks * 16, n, rng)
         secs = [it.seconds(b) for b in batches]
         name = f"{gpu_key}-{model_key}"
-        pm = PerfModel.fit(
+        pm = fit_perf_model(
             [shape_of(b) for b in batches],
             secs,
             heldout=0.2,
@@ -399,9 +402,6 @@ def derive(data: Path, out: Path, n: int, seed: int) -> None:
             name=name,
             hardware=f"{gpu.name}, TP1, bf16",
             model=m.name,
-            num_kv_blocks=blocks,
-            block_size=16,
-            max_model_len=m.max_model_len,
             notes={
                 "source": "Derived from Vidur operator profiles (MIT licence, Microsoft): linear ops of "
                 f"vidur/{gpu_key}/{m.vidur_dir}/mlp.csv (TP1 medians, log-log interpolated, "
@@ -425,7 +425,7 @@ def derive(data: Path, out: Path, n: int, seed: int) -> None:
                 "seed": seed,
             },
         )
-        pm.save(out / f"{name}.json")
+        Profile(pm, KVCapacity(blocks, 16, m.max_model_len)).save(out / f"{name}.json")
         in_range = [t for t in lin.tokens if t <= m.max_chunk]  # the fit saw batches up to max_chunk tokens
         pred = [pm.predict(BatchShape(num_tokens=int(t), num_seqs=1)) for t in in_range]
         print(
@@ -492,10 +492,12 @@ def compare_distserve(data: Path, out: Path) -> None:
     )
     print("|---" * (2 + len(lens) + len(bss)) + "|")
     for gpu_key, model_key in PROFILES:
-        pm = PerfModel.load(out / f"{gpu_key}-{model_key}.json")
+        prof = load_profile(out / f"{gpu_key}-{model_key}.json")
+        pm = prof.perf_model
         cells = [isolated_prefill_time(pm, n) * 1e3 for n in lens]
         cells += [pm.predict(BatchShape.of(decodes=[1023] * b)) * 1e3 for b in bss]
-        print(f"| {pm.name} | " + " | ".join(f"{v:.1f}" for v in cells) + f" | {pm.num_kv_blocks * 16} |")
+        kv_tokens = prof.capacity.num_kv_blocks * 16
+        print(f"| {pm.name} | " + " | ".join(f"{v:.1f}" for v in cells) + f" | {kv_tokens} |")
     a, b, c = fit["prefill"]
     for label, scale in (
         ("DistServe vLLM OPT-13B A100 TP1", 1.0),

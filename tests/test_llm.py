@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from ascendra.core.batch import BatchShape
-from ascendra.core.perf_model import PerfModel
 from ascendra.engine.llm import LLM
 from ascendra.model.sampling import SamplingParams
+from ascendra.profiles import load_profile
 
 torch.set_num_threads(2)
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
@@ -47,8 +47,8 @@ def test_text_stop_strings_and_seeds(llm: LLM):
     "prompt, params, message",
     [
         ("", GREEDY, "empty"),
-        ("word " * 9000, GREEDY, "exceeds the model's context"),
-        ("hi", SamplingParams(max_tokens=100_000, temperature=0.0), "exceeds the model's context"),
+        ("word " * 9000, GREEDY, "maximum context length"),
+        ("hi", SamplingParams(max_tokens=100_000, temperature=0.0), "maximum context length"),
     ],
 )
 def test_bad_input_is_a_clear_error(llm: LLM, prompt, params, message):
@@ -83,6 +83,6 @@ def test_profile_cli_writes_a_loadable_profile(tmp_path):
     out = tmp_path / "p.json"
     res = run_cli("profile", "--model", "dummy:tiny", "--quick", "--repeats", "1", "--out", str(out))
     assert res.returncode == 0, res.stderr
-    perf = PerfModel.load(out)
+    perf = load_profile(out).perf_model
     assert perf.heldout_mape is not None and json.loads(out.read_text())["notes"]["points"] > 10
     assert perf.predict(BatchShape.of([(0, 64)])) > perf.predict(BatchShape.of([(0, 8)])) > 0

@@ -1,4 +1,4 @@
-"""PerfModel: fitting, persistence, chunk sizing, and the shipped GPU profiles."""
+"""PerfModel: fitting, profiles on disk, chunk sizing, and the shipped GPU profiles."""
 
 from __future__ import annotations
 
@@ -11,14 +11,10 @@ import numpy as np
 import pytest
 
 from ascendra.core.batch import BatchShape
-from ascendra.core.perf_model import (
-    CPU_KNEES,
-    PerfModel,
-    feature_names,
-    isolated_decode_time,
-    isolated_prefill_time,
-    shipped_profiles,
-)
+from ascendra.core.config import KVCapacity
+from ascendra.core.perf_model import PerfModel, feature_names, isolated_decode_time, isolated_prefill_time
+from ascendra.profiles import Profile, load_profile, shipped_profiles
+from ascendra.profiles.fit import CPU_KNEES, fit_perf_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -41,7 +37,7 @@ def test_fit_recovers_known_coefficients_and_knee_under_noise() -> None:
     rng = np.random.default_rng(1)
     shapes = _random_batches(rng, 1500)
     secs = [TRUE.predict(s) * (1 + rng.normal(0, 0.01)) for s in shapes]
-    fitted = PerfModel.fit(shapes, secs, heldout=0.2, seed=3)
+    fitted = fit_perf_model(shapes, secs, heldout=0.2, seed=3)
     assert fitted.knees == TRUE.knees
     # num_seqs is nearly collinear with num_tokens for decodes, so its coefficient is the loosest.
     np.testing.assert_allclose(fitted.coef[:5], TRUE.coef[:5], rtol=0.05)
@@ -55,9 +51,9 @@ def test_fit_recovers_known_coefficients_and_knee_under_noise() -> None:
 def test_fit_rejects_too_few_or_non_positive_points() -> None:
     shapes = _random_batches(np.random.default_rng(0), 20)
     with pytest.raises(ValueError, match="at least"):
-        PerfModel.fit(shapes[:3], [0.01] * 3)
+        fit_perf_model(shapes[:3], [0.01] * 3)
     with pytest.raises(ValueError, match="positive"):
-        PerfModel.fit(shapes, [0.01] * 19 + [0.0])
+        fit_perf_model(shapes, [0.01] * 19 + [0.0])
 
 
 def test_save_load_round_trip_predicts_the_same(tmp_path: Path) -> None:
@@ -67,24 +63,23 @@ def test_save_load_round_trip_predicts_the_same(tmp_path: Path) -> None:
         name="x",
         hardware="hw",
         model="m",
-        num_kv_blocks=123,
         fit_mape=0.01,
         heldout_mape=0.02,
         notes={"source": "test"},
     )
-    model.save(tmp_path / "p.json")
-    back = PerfModel.load(tmp_path / "p.json")
-    assert back.to_dict() == model.to_dict()
+    Profile(model, KVCapacity(num_kv_blocks=123)).save(tmp_path / "p.json")
+    back = load_profile(tmp_path / "p.json")
+    assert back.perf_model == model and back.capacity == KVCapacity(num_kv_blocks=123)
     shape = BatchShape.of([(0, 700)], decodes=[100, 900])
-    assert back.predict(shape) == model.predict(shape)
+    assert back.perf_model.predict(shape) == model.predict(shape)
 
 
 def test_profile_with_wrong_feature_names_is_rejected(tmp_path: Path) -> None:
-    d = TRUE.to_dict()
+    d = Profile(TRUE, KVCapacity()).to_dict()
     d["features"] = [f if f != "prefill_attn_work" else "prefill_flops" for f in feature_names([256])]
     (tmp_path / "bad.json").write_text(json.dumps(d))
     with pytest.raises(ValueError, match="prefill_flops.*do not match"):
-        PerfModel.load(tmp_path / "bad.json")
+        load_profile(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="1 knees needs 6 coefficients"):
         PerfModel(coef=[1.0, 2.0], knees=[64])
     with pytest.raises(ValueError, match="must not fall"):
@@ -93,13 +88,13 @@ def test_profile_with_wrong_feature_names_is_rejected(tmp_path: Path) -> None:
 
 def test_unknown_profile_name_lists_the_shipped_ones() -> None:
     with pytest.raises(FileNotFoundError, match="a100-llama-3-8b"):
-        PerfModel.load("no-such-gpu-model")
+        load_profile("no-such-gpu-model")
 
 
 @pytest.mark.parametrize("context", [0, 1500])
 @pytest.mark.parametrize("limit", [0.025, 0.05, 0.2])
 def test_max_prefill_tokens_is_the_largest_chunk_within_the_limit(context: int, limit: float) -> None:
-    model = PerfModel.load("a100-llama-3-8b")
+    model = load_profile("a100-llama-3-8b").perf_model
     base = [1000 + 37 * i for i in range(24)]
     n = model.max_prefill_tokens(BatchShape.of(decodes=base), limit, context=context)
     assert n > 0
@@ -108,27 +103,28 @@ def test_max_prefill_tokens_is_the_largest_chunk_within_the_limit(context: int, 
 
 
 def test_max_prefill_tokens_is_zero_when_the_base_is_already_over() -> None:
-    model = PerfModel.load("a100-llama-2-7b")
+    model = load_profile("a100-llama-2-7b").perf_model
     base = BatchShape.of(decodes=[2000] * 64)
     assert model.max_prefill_tokens(base, model.predict(base) * 0.9) == 0
 
 
 def test_shipped_profiles_have_physically_sane_magnitudes() -> None:
     assert {"a100-llama-2-7b", "h100-llama-2-7b", "a100-llama-3-8b"} <= set(shipped_profiles())
-    a7, h7, a8 = (PerfModel.load(n) for n in ("a100-llama-2-7b", "h100-llama-2-7b", "a100-llama-3-8b"))
+    profiles = [load_profile(n) for n in ("a100-llama-2-7b", "h100-llama-2-7b", "a100-llama-3-8b")]
+    a7, h7, a8 = (p.perf_model for p in profiles)
     assert 0.005 < isolated_decode_time(a8) < 0.040
-    for model in (a7, h7, a8):
+    for model, cap in ((p.perf_model, p.capacity) for p in profiles):
         assert "Vidur" in model.notes["source"]
         assert model.heldout_mape is not None and model.heldout_mape < 0.05
         assert isolated_prefill_time(model, 2048) > 1.8 * isolated_prefill_time(model, 512)
         # Decoding is memory-bound: 64 sequences cost far less than 64 single decodes.
         batch = model.predict(BatchShape.of(decodes=[1023] * 64))
         assert isolated_decode_time(model) < batch < 16 * isolated_decode_time(model)
-        assert model.num_kv_blocks * model.block_size >= 8 * model.max_model_len
+        assert cap.num_kv_blocks * cap.block_size >= 8 * cap.max_model_len
     assert isolated_decode_time(h7) < isolated_decode_time(a7)
     assert isolated_prefill_time(h7, 1024) < isolated_prefill_time(a7, 1024) / 2  # 3x the FLOP/s
     # Llama-3-8B: grouped KV heads (8 vs 32) hold 4x the tokens and make long decodes cheaper.
-    assert a8.num_kv_blocks > 3 * a7.num_kv_blocks
+    assert profiles[2].capacity.num_kv_blocks > 3 * profiles[0].capacity.num_kv_blocks
     assert a8.predict(BatchShape.of(decodes=[3000] * 128)) < a7.predict(BatchShape.of(decodes=[3000] * 128))
 
 
@@ -144,9 +140,9 @@ def test_shipped_profiles_are_reproduced_by_the_derivation_script(tmp_path: Path
         del sys.modules[spec.name]
     script.derive(DATA, tmp_path, n=3500, seed=0)
     for name in ("a100-llama-2-7b", "h100-llama-2-7b", "a100-llama-3-8b"):
-        fresh, shipped = PerfModel.load(tmp_path / f"{name}.json"), PerfModel.load(name)
-        assert fresh.knees == shipped.knees and fresh.num_kv_blocks == shipped.num_kv_blocks
-        np.testing.assert_allclose(fresh.coef, shipped.coef, rtol=1e-6)
+        fresh, shipped = load_profile(tmp_path / f"{name}.json"), load_profile(name)
+        assert fresh.perf_model.knees == shipped.perf_model.knees and fresh.capacity == shipped.capacity
+        np.testing.assert_allclose(fresh.perf_model.coef, shipped.perf_model.coef, rtol=1e-6)
 
 
 def _with_chunk(base, n: int, ctx: int):
@@ -204,8 +200,8 @@ def test_fit_with_cpu_knees_follows_a_blas_step_that_one_knee_cannot():
               for b in range(1, 33) for _ in range(3)]
     shapes += [BatchShape.of([(0, n)]) for n in (8, 16, 32, 64, 128, 256, 384, 512, 768, 1024)]
     secs = [linear_layers(s.num_tokens) + 2e-5 * s.decode_context for s in shapes]
-    multi = PerfModel.fit(shapes, secs, knees=CPU_KNEES, heldout=0.0)
-    single = PerfModel.fit(shapes, secs, heldout=0.0)
+    multi = fit_perf_model(shapes, secs, knees=CPU_KNEES, heldout=0.0)
+    single = fit_perf_model(shapes, secs, heldout=0.0)
     assert multi.fit_mape < 0.01 < single.fit_mape
     for b in (1, 2, 3, 4, 8):
         shape = BatchShape.of(decodes=[255] * b)

@@ -6,7 +6,7 @@ from ascendra.cluster.router import Role, Router, RouterConfig
 from ascendra.cluster.system import SystemConfig, build_cluster
 from ascendra.core.request import SLO, Request
 from ascendra.engine.sim_executor import SimExecutor
-from tests.test_scheduler import PERF, req, run_to_decode, sched
+from tests.test_scheduler import CAPACITY, PERF, req, run_to_decode, sched
 
 
 def sim(index: int) -> SimExecutor:
@@ -55,7 +55,8 @@ def test_a_started_request_is_never_offloaded():
 
 
 def test_dispatch_balances_by_projected_wait():
-    cluster, router = build_cluster(SystemConfig("sarathi", num_instances=3, token_budget=512), PERF, sim)
+    system = SystemConfig("sarathi", num_instances=3, token_budget=512)
+    cluster, router = build_cluster(system, PERF, CAPACITY, sim)
     cluster[0].add_request(req("busy", 5000))
     cluster[1].add_request(req("less-busy", 500))
     assert router.dispatch(Request("n", 0.0, 100, 10, SLO(1, 1)), now=0.0) == 2
@@ -69,7 +70,7 @@ def test_dispatch_is_not_steered_by_a_few_percent_of_measured_slowdown():
     requests, not the one that last ran 3% faster. A clearly slower instance still loses."""
 
     def dispatch_with(slowdown: float) -> int:
-        cluster, router = build_cluster(SystemConfig("vllm", num_instances=2), PERF, sim)
+        cluster, router = build_cluster(SystemConfig("vllm", num_instances=2), PERF, CAPACITY, sim)
         run_to_decode(cluster[0].scheduler, *[req(f"a{i}", 50, out=100) for i in range(3)])
         run_to_decode(cluster[1].scheduler, req("b", 50, out=100))
         cluster[1].scheduler.slowdown = slowdown
@@ -77,3 +78,30 @@ def test_dispatch_is_not_steered_by_a_few_percent_of_measured_slowdown():
 
     assert dispatch_with(1.03) == 1
     assert dispatch_with(1.5) == 0  # a noisy neighbour, not noise
+
+
+def test_remote_views_give_the_router_the_local_schedulers_decision():
+    """The server's mirrors of a worker's report make the same offload the simulator makes on the
+    real schedulers (tests/test_router.py), and an in-flight steal is not undone by a stale report."""
+    from ascendra.runtime.live.remote_view import RemoteInstanceView
+    from ascendra.runtime.live.worker import snapshot_of
+
+    lp = sched("ascendra-lp", max_num_batched_tokens=2048)
+    queued = [req(f"q{i}", 1000, ttft=100.0) for i in range(20)]
+    for r in [*queued, req("urgent", 1500, ttft=0.5), req("relaxed", 1600, ttft=100.0)]:
+        lp.add_request(r)
+    mirrors = {r.request_id: Request(r.request_id, r.arrival_time, r.prompt_len, r.max_tokens, r.slo)
+               for r in lp.waiting}
+    views = [RemoteInstanceView(sched(p, max_num_batched_tokens=2048).projection(), mirrors)
+             for p in ("ascendra-lp", "ascendra-hp")]
+    views[0].update(snapshot_of(lp), acked_seq=0)
+    router = Router(views, [Role.LP, Role.HP], RouterConfig(offload=True, offload_margin=0.2))
+    moves = router.check_offloads(0, now=0.0)
+    assert [(r.request_id, h) for r, h in moves] == [("urgent", 1)]
+    assert views[0].stealing == {"urgent"} and "urgent" in views[1].in_transit
+    assert views[0].pending_prefill_tokens == 20 * 1000 + 1600
+    assert views[1].pending_prefill_tokens == 1500
+    views[0].update(snapshot_of(lp), acked_seq=0)  # the worker has not applied the steal yet
+    assert "urgent" not in [r.request_id for r in views[0].snapshot().waiting]
+    assert views[0].pending_prefill_tokens == 20 * 1000 + 1600
+    assert router.check_offloads(0, now=0.0) == []  # no second steal of the same request

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from ascendra.core.block_manager import BlockManager
+from ascendra.core.config import KVCapacity
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.policies import POLICIES, make_scheduler
 from ascendra.core.request import SLO, Request, RequestStatus
@@ -14,8 +15,9 @@ from ascendra.core.scheduler import Scheduler, SchedulerConfig
 
 # A GPU-like model: 10 ms floor, linear layers flat to 64 tokens, ~0.1 ms per token past it.
 PERF = PerfModel(
-    coef=[0.010, 1e-6, 1e-4, 3e-9, 5e-8, 1e-5], knees=[64], num_kv_blocks=4096, max_model_len=8192
+    coef=[0.010, 1e-6, 1e-4, 3e-9, 5e-8, 1e-5], knees=[64]
 )
+CAPACITY = KVCapacity(num_kv_blocks=4096, max_model_len=8192)
 
 
 def req(
@@ -250,7 +252,7 @@ def test_a_tight_ttft_slo_shapes_the_budget_only_while_its_request_waits(policy:
 def test_the_progress_guarantee_when_no_chunk_fits_the_limit():
     """Deep into a long prompt, attention alone can make one more token cost more than the time
     limit a tight (but meetable) TTFT SLO sets; the iteration still takes a minimal chunk."""
-    perf = PerfModel(coef=[0.010, 1e-6, 1e-4, 1e-6, 5e-8, 1e-5], knees=[64], num_kv_blocks=4096)
+    perf = PerfModel(coef=[0.010, 1e-6, 1e-4, 1e-6, 5e-8, 1e-5], knees=[64])
     s = make_scheduler("ascendra-lp", SchedulerConfig(max_num_batched_tokens=4096, min_prefill_chunk=16),
                        BlockManager(4096, 16), perf)
     s.add_request(req("long", 8000, ttft=100.0))

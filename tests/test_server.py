@@ -140,33 +140,3 @@ def test_metrics_count_requests_and_slos(server, client):
         assert metric(after, name, **labels) == metric(before, name, **labels) + 1, name
     assert metric(after, "ascendra_tbt_seconds_count") == metric(before, "ascendra_tbt_seconds_count") + 3
     assert metric(after, "ascendra_kv_blocks_used") == 0  # nothing in flight holds KV blocks
-
-
-def test_remote_views_give_the_router_the_local_schedulers_decision():
-    """The server's mirrors of a worker's report make the same offload the simulator makes on the
-    real schedulers (tests/test_router.py), and an in-flight steal is not undone by a stale report."""
-    from ascendra.cluster.router import Role, Router, RouterConfig
-    from ascendra.core.request import Request
-    from ascendra.runtime.live.remote_view import RemoteInstanceView
-    from ascendra.runtime.live.worker import snapshot_of
-    from tests.test_scheduler import req, sched
-
-    lp = sched("ascendra-lp", max_num_batched_tokens=2048)
-    queued = [req(f"q{i}", 1000, ttft=100.0) for i in range(20)]
-    for r in [*queued, req("urgent", 1500, ttft=0.5), req("relaxed", 1600, ttft=100.0)]:
-        lp.add_request(r)
-    mirrors = {r.request_id: Request(r.request_id, r.arrival_time, r.prompt_len, r.max_tokens, r.slo)
-               for r in lp.waiting}
-    views = [RemoteInstanceView(sched(p, max_num_batched_tokens=2048), mirrors)
-             for p in ("ascendra-lp", "ascendra-hp")]
-    views[0].update(snapshot_of(lp), acked_seq=0)
-    router = Router(views, [Role.LP, Role.HP], RouterConfig(offload=True, offload_margin=0.2))
-    moves = router.check_offloads(0, now=0.0)
-    assert [(r.request_id, h) for r, h in moves] == [("urgent", 1)]
-    assert views[0].stealing == {"urgent"} and "urgent" in views[1].in_transit
-    assert views[0].pending_prefill_tokens == 20 * 1000 + 1600
-    assert views[1].pending_prefill_tokens == 1500
-    views[0].update(snapshot_of(lp), acked_seq=0)  # the worker has not applied the steal yet
-    assert "urgent" not in [r.request_id for r in views[0].snapshot().waiting]
-    assert views[0].pending_prefill_tokens == 20 * 1000 + 1600
-    assert router.check_offloads(0, now=0.0) == []  # no second steal of the same request

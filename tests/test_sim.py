@@ -63,10 +63,10 @@ def test_queueing_shows_up_in_ttft_and_saturation():
 def test_requests_too_long_for_the_model_fail_with_a_reason():
     perf = SC.perf
     ok = Request("ok", 0.0, 100, 10, SLO(1, 1))
-    long = Request("long", 0.0, perf.max_model_len, 10, SLO(1, 1))
-    res = simulate(SystemConfig("sarathi"), perf, [ok, long])
+    long = Request("long", 0.0, SC.capacity.max_model_len, 10, SLO(1, 1))
+    res = simulate(SystemConfig("sarathi"), perf, [ok, long], capacity=SC.capacity)
     assert ok.status is RequestStatus.FINISHED_LENGTH
-    assert long.status is RequestStatus.FINISHED_FAILED and "exceeds the context" in long.error
+    assert long.status is RequestStatus.FINISHED_FAILED and "maximum context length" in long.error
     assert res.instance_of[1] == -1
 
 
@@ -97,7 +97,8 @@ def test_iteration_noise_costs_tbt_attainment_near_the_slo():
 
     def attainment(perf: PerfModel) -> float:
         reqs = [Request(f"r{i}", 0.0, 16, 200, SLO(60.0, tbt)) for i in range(8)]
-        return summarize(simulate(SystemConfig("sarathi", 1), perf, reqs, seed=1).requests).tbt_attainment
+        res = simulate(SystemConfig("sarathi", 1), perf, reqs, seed=1, capacity=SC.capacity)
+        return summarize(res.requests).tbt_attainment
 
     assert attainment(SC.perf) == 1.0
     assert attainment(replace(SC.perf, spread=0.15)) < 0.5

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             instances=args.instances,
             hp_instances=args.hp_instances,
             sweep=args.sweep,
-            max_model_len=sc.perf.max_model_len,
+            max_model_len=sc.capacity.max_model_len,
         )
         for s in systems
     }

@@ -45,5 +45,5 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
         arrival=args.arrival,
         cv=args.cv,
     )
-    sc.perf  # load now: a bad profile name fails before any work starts  # noqa: B018
+    sc.loaded  # load now: a bad profile name fails before any work starts  # noqa: B018
     return sc

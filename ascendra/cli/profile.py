@@ -7,8 +7,10 @@ import platform
 
 from tqdm import tqdm
 
+from ascendra.core.config import KVCapacity
 from ascendra.engine.factory import DTYPES
 from ascendra.metrics import format_table
+from ascendra.profiles import Profile
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -54,9 +56,6 @@ def run(args: argparse.Namespace) -> int:
         name=args.name or f"{hardware}-{model_name}-{args.dtype}",
         hardware=hardware,
         model=model_name,
-        num_kv_blocks=args.num_blocks,
-        block_size=args.block_size,
-        max_model_len=cfg.max_position_embeddings,
         notes={
             "source": "ascendra profile on this machine",
             "dtype": args.dtype,
@@ -80,6 +79,6 @@ def run(args: argparse.Namespace) -> int:
         f"{100 * (perf.heldout_mape or 0):.1f}%  (knees {perf.knees} tokens); spread (sd of "
         f"log measured/predicted, which the simulator draws iteration noise from) {perf.spread:.3f}"
     )
-    perf.save(args.out)
+    Profile(perf, KVCapacity(args.num_blocks, args.block_size, cfg.max_position_embeddings)).save(args.out)
     print(f"profile written to {args.out}")
     return 0

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 
 from ascendra.cluster.system import SYSTEMS, SystemConfig
+from ascendra.core.config import KVCapacity
 from ascendra.engine.factory import DTYPES, InstanceSpec, load_model_info, resolve_perf_model
+from ascendra.model.config import kv_blocks_for_memory
 from ascendra.runtime.live.state import LiveConfig
 
 
@@ -53,25 +54,18 @@ def build_server_config(args: argparse.Namespace):  # -> ascendra.server.app.Ser
     from ascendra.server.app import ServerConfig
 
     info = load_model_info(args.model)
-    elem = 4 if args.dtype == "float32" else 2
-    if args.num_blocks is not None:
-        num_blocks = args.num_blocks
-    else:
-        from ascendra.model.kv_cache import parse_bytes
-
-        num_blocks = parse_bytes(str(args.kv_cache_memory)) // (info.kv_bytes_per_token * elem // 4
-                                                                 * args.block_size)
-    if num_blocks < 1:
-        raise ValueError(f"the KV cache holds no block (--kv-cache-memory {args.kv_cache_memory})")
+    if args.num_blocks is not None and args.num_blocks < 1:
+        raise ValueError(f"--num-blocks must be at least 1, got {args.num_blocks}")
+    num_blocks = args.num_blocks or kv_blocks_for_memory(info.config, str(args.kv_cache_memory),
+                                                         args.block_size, args.dtype)
+    capacity = KVCapacity(num_blocks, args.block_size, info.max_model_len)
     perf, source = resolve_perf_model(args.profile, info, args.device)
-    perf = replace(perf, num_kv_blocks=num_blocks, block_size=args.block_size,
-                   max_model_len=info.max_model_len)
     num_hp = args.hp_instances if args.system == "ascendra" else 0
     system = SystemConfig(system=args.system, num_instances=args.instances, num_hp=num_hp,
                           token_budget=args.token_budget, max_num_seqs=args.max_num_seqs)
     spec = InstanceSpec(model=args.model, dtype=args.dtype, device=args.device, num_blocks=num_blocks,
                         block_size=args.block_size, threads=args.threads_per_instance)
-    live = LiveConfig(system, spec, perf, ray_address=args.ray_address,
+    live = LiveConfig(system, spec, perf, capacity, ray_address=args.ray_address,
                       heartbeat_timeout=args.heartbeat_timeout)
     name = args.served_model_name or info.name
     aliases = tuple(a for a in {args.model, info.name} if a != name)

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     )
     requests = sc.requests(args.rate, args.seed)
     with tqdm(total=len(requests), desc=system.label(), unit="req") as bar:
-        result = simulate(system, sc.perf, requests, progress=bar.update, seed=args.seed)
+        result = simulate(system, sc.perf, requests, progress=bar.update, seed=args.seed,
+                          capacity=sc.capacity)
     s = summarize(result.requests)
     print(slo_spec(args.slo).describe(sc.perf))
     row = {

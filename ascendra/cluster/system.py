@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ascendra.cluster.router import Role, Router, RouterConfig
 from ascendra.core.block_manager import BlockManager
+from ascendra.core.config import KVCapacity
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.policies import make_scheduler
 from ascendra.core.scheduler import SchedulerConfig
@@ -103,18 +104,21 @@ class SystemConfig:
 
 
 def build_cluster(
-    config: SystemConfig, perf_model: PerfModel, executor_for: Callable[[int], Executor]
+    config: SystemConfig,
+    perf_model: PerfModel,
+    capacity: KVCapacity,
+    executor_for: Callable[[int], Executor],
 ) -> tuple[list[Instance], Router]:
-    """One instance per role, each with its own scheduler and block pool of the profile's KV
-    capacity and the executor `executor_for(index)` gives, and the router over them. The simulator
-    drives these directly; the live server builds the same instances inside its worker processes."""
+    """One instance per role, each with its own scheduler and block pool of `capacity` and the
+    executor `executor_for(index)` gives, and the router over them. The simulator drives these
+    directly; the live server builds the same instances inside its worker processes."""
     roles = config.roles()
     instances = [
         Instance(
             make_scheduler(
                 config.policy(role),
-                config.scheduler_config(role, perf_model.max_model_len),
-                BlockManager(perf_model.num_kv_blocks, perf_model.block_size, config.watermark),
+                config.scheduler_config(role, capacity.max_model_len),
+                BlockManager(capacity.num_kv_blocks, capacity.block_size, config.watermark),
                 perf_model,
             ),
             executor_for(i),

@@ -7,15 +7,16 @@ itself only needs the tokenizer (`load_tokenizer`) and the performance model (`r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ascendra.core.block_manager import BlockManager
-from ascendra.core.perf_model import PerfModel, shipped_profiles
+from ascendra.core.perf_model import PerfModel
 from ascendra.core.policies import make_scheduler
 from ascendra.core.request import Request
 from ascendra.core.scheduler import SchedulerConfig
 from ascendra.engine.instance import DetokenizerFactory, Instance
+from ascendra.model.config import ModelConfig
 
 DTYPES = ("float32", "bfloat16", "float16")
 CPU_PROFILE = "cpu-smollm2"  # fitted for the default model on CPU
@@ -66,14 +67,15 @@ def build_instance(spec: InstanceSpec) -> Instance:
     """Load the model, allocate its paged KV cache and wire scheduler + executor into an Instance."""
     import torch
 
-    from ascendra.engine.torch_executor import TorchExecutor, kv_blocks_for_memory
+    from ascendra.engine.torch_executor import TorchExecutor
+    from ascendra.model.config import kv_blocks_for_memory
     from ascendra.model.loader import load_model
 
     torch.set_num_threads(spec.threads)
     dtype = torch_dtype(spec.dtype)
     loaded = load_model(spec.model, dtype=dtype, device=spec.device, seed=spec.seed)
     num_blocks = spec.num_blocks or kv_blocks_for_memory(
-        loaded.config, spec.kv_cache_memory, spec.block_size, dtype
+        loaded.config, spec.kv_cache_memory, spec.block_size, spec.dtype
     )
     executor = TorchExecutor(loaded.model, num_blocks, spec.block_size, spec.device, dtype)
     blocks = BlockManager(num_blocks, spec.block_size, spec.watermark)
@@ -96,19 +98,18 @@ class ModelInfo:
     name: str
     max_model_len: int
     tokenizer: object | None  # ascendra.model.tokenizer.Tokenizer; None for dummy weights
-    num_params: int
-    kv_bytes_per_token: int  # at float32; divide by 2 for 16-bit dtypes
+    config: ModelConfig
 
 
 def load_model_info(model: str) -> ModelInfo:
     """The tokenizer (prompt encoding and chat template happen in the server) and the model's shape."""
-    from ascendra.model.config import ModelConfig, named_config
+    from ascendra.model.config import named_config
     from ascendra.model.loader import default_model_path
     from ascendra.model.tokenizer import Tokenizer
 
     if model.startswith("dummy:"):
         cfg = named_config(model.removeprefix("dummy:"))
-        return ModelInfo(model, cfg.max_position_embeddings, None, cfg.num_params, cfg.kv_bytes_per_token(4))
+        return ModelInfo(model, cfg.max_position_embeddings, None, cfg)
     path = default_model_path() if model == "default" else Path(model).expanduser()
     if path.is_file():
         from ascendra.model.gguf_loader import gguf_config, open_gguf, read_metadata
@@ -127,7 +128,7 @@ def load_model_info(model: str) -> ModelInfo:
         raise FileNotFoundError(f"model not found: {model!r} (give 'default', a HF folder, a .gguf file "
                                 f"or 'dummy:<shape>')")
     name = DEFAULT_MODEL_NAME if model == "default" else path.stem
-    return ModelInfo(name, cfg.max_position_embeddings, tok, cfg.num_params, cfg.kv_bytes_per_token(4))
+    return ModelInfo(name, cfg.max_position_embeddings, tok, cfg)
 
 
 def load_tokenizer(model: str):
@@ -140,16 +141,15 @@ def resolve_perf_model(profile: str | None, info: ModelInfo, device: str = "cpu"
     the given profile (a path or a shipped name); else the shipped CPU profile for the default model on
     CPU; else a rough
     built-in CPU estimate scaled by parameter count (said so in the returned description)."""
+    from ascendra.profiles import load_profile, shipped_profiles
+
     if profile:
-        pm = PerfModel.load(profile)
-        return replace(pm, max_model_len=min(pm.max_model_len, info.max_model_len)), f"profile {profile}"
+        return load_profile(profile).perf_model, f"profile {profile}"
     if device == "cpu" and info.name == DEFAULT_MODEL_NAME and CPU_PROFILE in shipped_profiles():
-        pm = PerfModel.load(CPU_PROFILE)
-        return replace(pm, max_model_len=info.max_model_len), f"shipped profile {CPU_PROFILE}"
-    scale = max(info.num_params, 1) / ROUGH_CPU_PARAMS
+        return load_profile(CPU_PROFILE).perf_model, f"shipped profile {CPU_PROFILE}"
+    scale = max(info.config.num_params, 1) / ROUGH_CPU_PARAMS
     coef = list(ROUGH_CPU_COEF)
     for j in (1, 2, 5):  # per-token and per-sequence work grows with the weights
         coef[j] *= scale
-    pm = PerfModel(coef=coef, knees=[ROUGH_CPU_KNEE], name="rough-cpu", hardware="cpu", model=info.name,
-                   max_model_len=info.max_model_len)
+    pm = PerfModel(coef=coef, knees=[ROUGH_CPU_KNEE], name="rough-cpu", hardware="cpu", model=info.name)
     return pm, "built-in rough CPU estimate (no fitted profile; run `ascendra profile` for one)"

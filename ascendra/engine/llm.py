@@ -10,6 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from ascendra.core.config import KVCapacity
 from ascendra.core.request import SLO, Request
 from ascendra.core.scheduler import SchedulerConfig
 from ascendra.engine.factory import InstanceSpec, build_instance, load_model_info
@@ -34,8 +35,7 @@ def build_request(
     prompt_ids: list[int],
     params: SamplingParams,
     eos_token_ids: frozenset[int],
-    max_model_len: int,
-    num_kv_tokens: int,
+    capacity: KVCapacity,
     slo: SLO = NO_SLO,
     arrival_time: float = 0.0,
 ) -> Request:
@@ -43,17 +43,9 @@ def build_request(
     should hear about in plain words rather than from deep inside torch."""
     if not prompt_ids:
         raise ValueError("the prompt is empty")
-    total = len(prompt_ids) + params.max_tokens
-    if total > max_model_len:
-        raise ValueError(
-            f"prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) = {total} "
-            f"exceeds the model's context of {max_model_len} tokens"
-        )
-    if total > num_kv_tokens:
-        raise ValueError(
-            f"prompt + max_tokens = {total} tokens does not fit the KV cache of {num_kv_tokens} "
-            "tokens; give the instance more KV memory"
-        )
+    rejected = capacity.admission_error(len(prompt_ids), params.max_tokens)
+    if rejected is not None:
+        raise ValueError(rejected.message)
     return Request(
         request_id,
         arrival_time,
@@ -100,7 +92,7 @@ class LLM:
         )
         self.instance = build_instance(spec)
         bm = self.instance.scheduler.block_manager
-        self.num_kv_tokens = bm.num_blocks * bm.block_size
+        self.capacity = KVCapacity(bm.num_blocks, bm.block_size, self.info.max_model_len)
         self._next_id = 0
 
     def generate(
@@ -129,8 +121,7 @@ class LLM:
                     ids,
                     p,
                     self.tokenizer.eos_token_ids,
-                    self.info.max_model_len,
-                    self.num_kv_tokens,
+                    self.capacity,
                 )
             )
             self._next_id += 1

@@ -24,8 +24,9 @@ from typing import Any
 
 from ascendra.core.batch import BatchShape, ScheduledBatch
 from ascendra.core.block_manager import BlockManager
-from ascendra.core.perf_model import CPU_KNEES, PerfModel
+from ascendra.core.perf_model import PerfModel
 from ascendra.core.request import SLO, Request
+from ascendra.profiles.fit import CPU_KNEES, fit_perf_model
 
 
 @dataclass
@@ -121,7 +122,7 @@ def fit_profile(points: list[ProfilePoint], device: str = "cpu", **meta) -> Perf
     measured points (model error and timing noise together) becomes its `spread`, which the
     simulator draws iteration noise from."""
     knees = CPU_KNEES if device == "cpu" else None
-    pm = PerfModel.fit(
+    pm = fit_perf_model(
         [p.shape for p in points], [p.seconds for p in points], heldout=0.2, seed=0, knees=knees, **meta
     )
     pm.spread = statistics.pstdev(math.log(p.seconds / pm.predict(p.shape)) for p in points)

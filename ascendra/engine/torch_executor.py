@@ -14,7 +14,8 @@ from ascendra.core.request import Request
 from ascendra.engine.executor import ExecuteOutput
 from ascendra.model.attention import SeqChunk, build_metadata
 from ascendra.model.config import ModelConfig
-from ascendra.model.kv_cache import KVCache, num_blocks_for_memory, parse_bytes
+from ascendra.model.config import kv_blocks_for_memory as _kv_blocks
+from ascendra.model.kv_cache import KVCache
 from ascendra.model.llama import LlamaForCausalLM
 from ascendra.model.sampling import GREEDY, SamplingParams, make_generator, sample
 
@@ -120,6 +121,5 @@ def _token_slice(req: Request, start: int, n: int) -> list[int]:
 def kv_blocks_for_memory(
     config: ModelConfig, memory: int | str, block_size: int = 16, dtype: torch.dtype = torch.float32
 ) -> int:
-    """Blocks that fit in `memory` bytes (an int, or a string like '2GiB' from `--kv-cache-memory`)."""
-    num_bytes = parse_bytes(memory) if isinstance(memory, str) else int(memory)
-    return num_blocks_for_memory(config, num_bytes, block_size, dtype)
+    """`model.config.kv_blocks_for_memory` for a torch dtype."""
+    return _kv_blocks(config, memory, block_size, str(dtype).removeprefix("torch."))

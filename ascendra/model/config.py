@@ -234,3 +234,35 @@ def named_config(name: str, **overrides: Any) -> ModelConfig:
 
 def named_configs() -> list[str]:
     return sorted(_NAMED)
+
+
+# Bytes per element of the dtypes an instance can run in.
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def kv_blocks_for_memory(config: ModelConfig, memory: int | str, block_size: int = 16,
+                         dtype: str = "float32") -> int:
+    """How many KV blocks of `block_size` tokens fit in `memory` bytes (an int, or a string like
+    '2GiB' from `--kv-cache-memory`) for this model in `dtype`: the one sizing rule, for the server
+    (which never loads the weights) and the instance that allocates the pool alike."""
+    num_bytes = parse_bytes(memory) if isinstance(memory, str) else int(memory)
+    per_block = config.kv_bytes_per_token(DTYPE_BYTES[dtype]) * block_size
+    blocks = num_bytes // per_block
+    if blocks < 1:
+        raise ValueError(
+            f"{num_bytes} bytes hold no KV block of {per_block} bytes for {config.name or 'the model'}"
+        )
+    return int(blocks)
+
+
+def parse_bytes(text: str) -> int:
+    """'4GiB', '512MB', '1e9' -> bytes."""
+    units = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
+    s = text.strip().lower().removesuffix("b")
+    for suffix in sorted(units, key=len, reverse=True):
+        if s.endswith(suffix):
+            return int(float(s[: -len(suffix)]) * units[suffix])
+    try:
+        return int(float(s))
+    except ValueError:
+        raise ValueError(f"cannot read {text!r} as a size (examples: 4GiB, 512MB, 1e9)") from None

@@ -40,27 +40,3 @@ class KVCache:
         k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_layers)]
         v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_layers)]
         return cls(k, v, block_size)
-
-
-def num_blocks_for_memory(config: ModelConfig, num_bytes: int, block_size: int, dtype: torch.dtype) -> int:
-    """How many KV blocks fit in `num_bytes` (the `--kv-cache-memory` budget) for this model and dtype."""
-    per_block = config.kv_bytes_per_token(torch.empty((), dtype=dtype).element_size()) * block_size
-    blocks = num_bytes // per_block
-    if blocks < 1:
-        raise ValueError(
-            f"{num_bytes} bytes hold no KV block of {per_block} bytes for {config.name or 'model'}"
-        )
-    return int(blocks)
-
-
-def parse_bytes(text: str) -> int:
-    """'4GiB', '512MB', '1e9' -> bytes."""
-    units = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
-    s = text.strip().lower().removesuffix("b")
-    for suffix in sorted(units, key=len, reverse=True):
-        if s.endswith(suffix):
-            return int(float(s[: -len(suffix)]) * units[suffix])
-    try:
-        return int(float(s))
-    except ValueError:
-        raise ValueError(f"cannot read {text!r} as a size (examples: 4GiB, 512MB, 1e9)") from None

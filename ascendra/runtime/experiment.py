@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ascendra.cluster.system import SystemConfig
+from ascendra.core.config import KVCapacity
 from ascendra.core.perf_model import PerfModel, isolated_decode_time, isolated_prefill_time
 from ascendra.core.request import SLO, Request
 from ascendra.metrics.capacity import CapacityResult, find_capacity, saturation_rate
 from ascendra.metrics.summary import Summary, summarize
+from ascendra.profiles import Profile, load_profile
 from ascendra.runtime.sim import SimResult, simulate
 from ascendra.workload import make_workload, to_requests
 
@@ -76,8 +78,16 @@ class Scenario:
     cv: float = 1.0
 
     @cached_property
+    def loaded(self) -> Profile:
+        return load_profile(self.profile)
+
+    @property
     def perf(self) -> PerfModel:
-        return PerfModel.load(self.profile)
+        return self.loaded.perf_model
+
+    @property
+    def capacity(self) -> KVCapacity:
+        return self.loaded.capacity
 
     def requests(self, rate: float, seed: int) -> list[Request]:
         perf, spec = self.perf, slo_spec(self.slo)
@@ -89,12 +99,13 @@ class Scenario:
             seed=seed,
             arrival=self.arrival,
             cv=self.cv,
-            max_model_len=perf.max_model_len,
+            max_model_len=self.capacity.max_model_len,
         )
         return to_requests(items, lambda it: SLO(spec.ttft(perf, it.prompt_len), tbt))
 
     def run(self, system: SystemConfig, rate: float, seed: int, progress=None) -> tuple[Summary, SimResult]:
-        result = simulate(system, self.perf, self.requests(rate, seed), progress, seed=seed)
+        result = simulate(system, self.perf, self.requests(rate, seed), progress, seed=seed,
+                          capacity=self.capacity)
         return summarize(result.requests), result
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ascendra.cluster.system import SystemConfig, build_cluster
 from ascendra.core.batch import ScheduledBatch
+from ascendra.core.config import KVCapacity
 from ascendra.core.iteration_stats import IterationNoise
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.request import Request, RequestStatus
@@ -35,19 +36,6 @@ class SimResult:
     instance_of: list[int]  # where each request finished (after any offload)
 
 
-def reject_reason(request: Request, perf_model: PerfModel) -> str | None:
-    """Requests no instance could ever hold are failed at the door, as vLLM rejects them."""
-    total = request.prompt_len + request.max_tokens
-    if total > perf_model.max_model_len:
-        return (
-            f"prompt ({request.prompt_len}) + max_tokens ({request.max_tokens}) exceeds the context "
-            f"of {perf_model.max_model_len} tokens"
-        )
-    if -(-total // perf_model.block_size) > perf_model.num_kv_blocks:
-        return f"request needs more KV blocks than an instance has ({perf_model.num_kv_blocks})"
-    return None
-
-
 def simulate(
     config: SystemConfig,
     perf_model: PerfModel,
@@ -55,14 +43,17 @@ def simulate(
     progress: Callable[[int], None] | None = None,
     seed: int = 0,
     noise: IterationNoise | None = None,
+    *,
+    capacity: KVCapacity,
 ) -> SimResult:
-    """Serve `requests` (fresh ones: this mutates them) on the system and return them finished.
+    """Serve `requests` (fresh ones: this mutates them) on the system, each instance holding
+    `capacity`, and return them finished.
     `progress(n)` is called with the number of requests finished since the last call. Iterations
     scatter by `noise` (default: the profile's spread, if any), seeded by `seed`, one stream per
     instance."""
     wall0 = time.perf_counter()
     instances, router = build_cluster(
-        config, perf_model, lambda i: SimExecutor(perf_model, f"{seed}:{i}", noise)
+        config, perf_model, capacity, lambda i: SimExecutor(perf_model, f"{seed}:{i}", noise)
     )
     offloading = router.config.offload
     running: list[tuple[ScheduledBatch, ExecuteOutput] | None] = [None] * len(instances)
@@ -101,9 +92,10 @@ def simulate(
         else:
             req = arrivals[a]
             a += 1
-            reason = reject_reason(req, perf_model)
-            if reason is not None:
-                req.status, req.finish_reason, req.error = RequestStatus.FINISHED_FAILED, "failed", reason
+            rejected = capacity.admission_error(req.prompt_len, req.max_tokens)
+            if rejected is not None:
+                req.status, req.error = RequestStatus.FINISHED_FAILED, rejected.message
+                req.finish_reason = req.status.value
                 continue
             i = router.dispatch(req, req.arrival_time)
             if running[i] is None:

@@ -56,7 +56,7 @@ class LiveCluster:
         self.specs: list[InstanceSpec] = []
         for role in self.roles:
             policy = sysc.policy(role)
-            sched_cfg = sysc.scheduler_config(role, perf.max_model_len)
+            sched_cfg = sysc.scheduler_config(role, config.capacity.max_model_len)
             projection = Projection(POLICIES[policy], sched_cfg, perf)
             self.views.append(RemoteInstanceView(projection, self.mirrors))
             spec = InstanceSpec(

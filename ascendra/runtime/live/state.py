@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from ascendra.cluster.system import SystemConfig
+from ascendra.core.config import KVCapacity
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.request import SLO, Request
 from ascendra.engine.factory import InstanceSpec
@@ -20,6 +21,7 @@ class LiveConfig:
     system: SystemConfig
     spec: InstanceSpec  # the base spec; policy and scheduler config are set per role
     perf_model: PerfModel
+    capacity: KVCapacity  # what each instance holds
     ray_address: str | None = None
     # A worker that has sent nothing for this long is dead (an idle one reports every 0.5 s; a busy
     # one after every iteration, which on CPU can take seconds).

@@ -1,5 +1,8 @@
 """The same requests live and simulated: what `benchmarks/fidelity.py` and the agreement test run.
 
+It sits beside the benchmarks rather than in the package: it drives our server and our simulator
+together, which no layer of `ascendra` (a load generator least of all) should depend on.
+
 Live, a system is `ascendra serve` on loopback, the requests replayed open-loop from the client
 with exact prompt lengths (token ids) and output lengths (ignore_eos), every token's time taken
 where the client receives it. Simulated, exactly the same requests (arrival times, lengths, SLOs,
@@ -21,9 +24,9 @@ from ascendra.bench.report import to_record
 from ascendra.bench.runner import RunOptions, build_requests, run_requests
 from ascendra.cluster.system import SystemConfig
 from ascendra.core.iteration_stats import BAND_EDGES, IterationNoise, Moments, band_label
-from ascendra.core.perf_model import PerfModel
 from ascendra.core.request import SLO
 from ascendra.metrics import Summary, summarize
+from ascendra.profiles import Profile
 from ascendra.runtime.sim import simulate
 from ascendra.server.launch import ServerProcess, metric
 from ascendra.workload import WorkItem, to_requests
@@ -142,32 +145,34 @@ def run_live(system: str, items: Sequence[WorkItem], setup: Setup) -> Side:
 
 
 def run_sim(
-    system: str, items: Sequence[WorkItem], setup: Setup, perf: PerfModel, seeds: int = 8,
+    system: str, items: Sequence[WorkItem], setup: Setup, profile: Profile, seeds: int = 8,
     noise: IterationNoise | None = None,
 ) -> Side:
     """Where iterations scatter (`noise`, or the profile's spread), one simulation is one draw,
     and attainment moves by several points from draw to draw (a live run is one draw too): the
     requests of `seeds` draws are pooled, so the figures are the simulator's expectation."""
-    perf = replace(perf, num_kv_blocks=setup.num_blocks)
+    perf, capacity = profile.perf_model, replace(profile.capacity, num_kv_blocks=setup.num_blocks)
     cfg = SystemConfig(
         system, setup.instances, num_hp=setup.num_hp(system), token_budget=setup.budget(system)
     )
     draws = seeds if noise is not None or perf.spread > 0 else 1
     requests, counts = [], {"offloads": 0.0, "preemptions": 0.0}
     for seed in range(draws):
-        res = simulate(cfg, perf, to_requests(list(items), lambda _: setup.slo), seed=seed, noise=noise)
+        res = simulate(cfg, perf, to_requests(list(items), lambda _: setup.slo), seed=seed, noise=noise,
+                       capacity=capacity)
         requests += res.requests
         counts["offloads"] += res.num_offloads / draws
         counts["preemptions"] += res.num_preemptions / draws
     return Side(summarize(requests), [r.ttft for r in requests if r.ttft is not None], counts)
 
 
-def run_sim_calibrated(system: str, items: Sequence[WorkItem], setup: Setup, perf: PerfModel,
-                       cal: Calibration) -> Side:
+def run_sim_calibrated(system: str, items: Sequence[WorkItem], setup: Setup, profile: Profile,
+                       cal: Calibration, seeds: int = 8) -> Side:
     """The profile as a live run found the machine: each iteration followed by the serving loop's
     gap, and drawn around its prediction as live iterations of its length ran."""
+    perf = profile.perf_model
     with_gap = replace(perf, coef=[perf.coef[0] + cal.gap, *perf.coef[1:]])
-    return run_sim(system, items, setup, with_gap, noise=cal.noise())
+    return run_sim(system, items, setup, replace(profile, perf_model=with_gap), seeds, noise=cal.noise())
 
 
 def error(name: str, sim: float, live: float) -> float:
