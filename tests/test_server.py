@@ -157,7 +157,7 @@ def test_remote_views_give_the_router_the_local_schedulers_decision():
         lp.add_request(r)
     mirrors = {r.request_id: Request(r.request_id, r.arrival_time, r.prompt_len, r.max_tokens, r.slo)
                for r in lp.waiting}
-    views = [RemoteInstanceView(sched(p, max_num_batched_tokens=2048), mirrors)
+    views = [RemoteInstanceView(sched(p, max_num_batched_tokens=2048).projection(), mirrors)
              for p in ("ascendra-lp", "ascendra-hp")]
     views[0].update(snapshot_of(lp), acked_seq=0)
     router = Router(views, [Role.LP, Role.HP], RouterConfig(offload=True, offload_margin=0.2))
