@@ -187,8 +187,10 @@ async def _generate(state: ServerState, request: Request, chat: bool) -> Respons
 
 
 def _abort_unless_done(state: ServerState, tracked: Tracked | None) -> None:
+    """The request's client is gone (or its handler was cancelled): abort it unless it has finished."""
     if tracked is not None and not tracked.done:
         state.cluster.abort(tracked.add.request_id)
+        state.metrics.cancelled.inc()
 
 
 class _EventStream(StreamingResponse):

@@ -71,6 +71,10 @@ class ServerMetrics(ClusterObserver):
                                "reached an instance, by HTTP status (400 bad input, 401 no key, 404 no such "
                                "model, 413 too large, 415 not JSON, 429 at the admission limit, ...)",
                                ["status"], registry=r)
+        # The cluster drops an aborted request without a final output, so requests_finished never
+        # counts these: the server does, where it aborts them.
+        self.cancelled = Counter("ascendra_requests_cancelled", "Requests aborted before they finished "
+                                 "because their client went away", registry=r)
         self.overhead = Histogram("ascendra_server_overhead_seconds", "Server overhead: dispatch (HTTP "
                                   "arrival to worker receipt) and stream (token produced to SSE chunk sent)",
                                   ["stage"], registry=r, buckets=OVERHEAD_BUCKETS)

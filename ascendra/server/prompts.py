@@ -15,7 +15,7 @@ MESSAGE_FIELDS = frozenset({"role", "content", "name"})  # "name" has no place i
 MESSAGE_NEUTRAL: dict[str, Any] = {"tool_calls": [], "annotations": []}
 
 
-def completion_prompt(body: dict, tokenizer: Any, vocab_size: int | None) -> list[int]:
+def completion_prompt(body: dict, tokenizer: Any, vocab_size: int | None, max_len: int) -> list[int]:
     prompt = body.get("prompt")
     if prompt is None:
         raise ApiError(400, "'prompt' is required", "prompt")
@@ -24,7 +24,7 @@ def completion_prompt(body: dict, tokenizer: Any, vocab_size: int | None) -> lis
     if isinstance(prompt, str):
         if tokenizer is None:
             raise ApiError(400, "this model has no tokenizer; send the prompt as token ids", "prompt")
-        return tokenizer.encode(text(prompt, "prompt")) if prompt else []
+        return _encode(tokenizer, text(prompt, "prompt"), max_len, "prompt") if prompt else []
     if isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
         bad = next((t for t in prompt if t < 0 or (vocab_size is not None and t >= vocab_size)), None)
         if bad is not None:
@@ -38,7 +38,7 @@ def completion_prompt(body: dict, tokenizer: Any, vocab_size: int | None) -> lis
     raise ApiError(400, "'prompt' must be a string or a list of token ids", "prompt")
 
 
-def chat_prompt(body: dict, tokenizer: Any) -> list[int]:
+def chat_prompt(body: dict, tokenizer: Any, max_len: int) -> list[int]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty list", "messages")
@@ -49,7 +49,19 @@ def chat_prompt(body: dict, tokenizer: Any) -> list[int]:
         rendered = tokenizer.apply_chat_template(clean, add_generation_prompt=True)
     except ValueError as e:  # the template's own raise_exception
         raise ApiError(400, str(e)[:300], "messages") from None
-    return tokenizer.encode(rendered, add_special_tokens=False)
+    return _encode(tokenizer, rendered, max_len, "messages", add_special_tokens=False)
+
+
+def _encode(tokenizer: Any, prompt: str, max_len: int, param: str, add_special_tokens: bool = True
+            ) -> list[int]:
+    """The prompt's ids; a prompt that certainly leaves no room in the context is refused before
+    it is tokenized (a 2 MB prompt takes seconds, for an answer known at once)."""
+    floor = tokenizer.min_tokens(prompt)
+    if floor >= max_len:
+        raise ApiError(400, f"this model's maximum context length is {max_len} tokens; the prompt alone "
+                            f"has at least {floor} ({len(prompt)} characters)", param,
+                       "context_length_exceeded")
+    return tokenizer.encode(prompt, add_special_tokens=add_special_tokens)
 
 
 def _message(j: int, msg: Any) -> dict[str, str]:
@@ -57,14 +69,14 @@ def _message(j: int, msg: Any) -> dict[str, str]:
     if not isinstance(msg, dict):
         raise ApiError(400, f"'{where}' must be an object with 'role' and 'content'", "messages")
     fields = Fields(msg, where + ".", "messages")
-    fields.check_known(MESSAGE_FIELDS, MESSAGE_NEUTRAL)
     role = fields.str("role", max_chars=32)
     if role is None:
         raise ApiError(400, f"'{where}.role' is required", "messages")
-    if role not in ROLES:
+    if role not in ROLES:  # before the other fields: a tool message's tool_call_id is not the news
         why = " (tool calling is not supported)" if role in ("tool", "function") else ""
         raise ApiError(400, f"'{where}.role' must be one of {', '.join(ROLES)}, got {brief(role)}{why}",
                        "messages")
+    fields.check_known(MESSAGE_FIELDS, MESSAGE_NEUTRAL)
     fields.str("name", max_chars=256)
     content = msg.get("content")
     if isinstance(content, list):  # content parts: only text ones can be rendered

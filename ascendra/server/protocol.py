@@ -100,8 +100,9 @@ def parse_request(body: dict, chat: bool, limits: Limits, tokenizer: Any) -> Par
         Fields({"stop": s}).str("stop")  # encodable text
     ttft, tbt = _slo_ms(f, "ttft_slo_ms", limits.ttft_slo_ms), _slo_ms(f, "tbt_slo_ms", limits.tbt_slo_ms)
     # The fields above are cheap; the prompt may take seconds to tokenize, so it comes last.
-    prompt_ids = chat_prompt(body, tokenizer) if chat else completion_prompt(body, tokenizer,
-                                                                             limits.vocab_size)
+    max_len = limits.max_model_len
+    prompt_ids = (chat_prompt(body, tokenizer, max_len) if chat
+                  else completion_prompt(body, tokenizer, limits.vocab_size, max_len))
     if not prompt_ids:
         raise ApiError(400, "the prompt is empty", "messages" if chat else "prompt")
     max_tokens = _max_tokens(f, chat, len(prompt_ids), limits)
