@@ -117,6 +117,11 @@ def guard(server):
     g.stop.set()
     for t in g.threads:
         t.join(130)
+    rts = sorted(rt for _, rt in g.health)
+    whole = sum(s.tokens == STREAM_TOKENS and s.reason == "length" and not s.error for s in g.streams)
+    print(f"\nguard: {len(rts)} /health polls, median {rts[len(rts) // 2] * 1e3:.0f} ms, max "
+          f"{rts[-1] * 1e3:.0f} ms; {len(g.streams)} healthy streams beside, {whole} with all "
+          f"{STREAM_TOKENS} tokens")
 
 
 @pytest.fixture(autouse=True)
