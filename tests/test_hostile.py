@@ -12,14 +12,11 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import json
-import math
 import socket
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import httpx
 import openai
@@ -28,79 +25,13 @@ import pytest
 from ascendra.server.launch import REPO_ROOT, ServerProcess, metric
 from tests.fuzz_bodies import bodies
 from tests.hostile_cases import CASES, MODEL
+from tests.hostile_guard import STREAM_TOKENS, Guard, wait_for
 
 KEY = "hostile-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 JSON = {**AUTH, "content-type": "application/json"}
 LIMIT = 64  # --max-concurrent-requests
 HEALTH_BOUND_S = 1.0
-STREAM_TOKENS = 16
-
-
-@dataclass
-class StreamRun:
-    start: float
-    end: float = math.inf
-    tokens: int = 0
-    reason: str | None = None
-    error: str | None = None
-
-
-class Guard:
-    """/health polled and healthy streams run, in two threads, for the whole module."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.health: list[tuple[float, float]] = []  # (sent at, round trip; inf if it failed)
-        self.streams: list[StreamRun] = []
-        self.stop, self.pause, self.idle = threading.Event(), threading.Event(), threading.Event()
-        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._poll, self._stream)]
-        for t in self.threads:
-            t.start()
-
-    def _poll(self) -> None:
-        with httpx.Client(timeout=10) as c:
-            while not self.stop.is_set():
-                t = time.perf_counter()
-                try:
-                    ok = c.get(self.url + "/health").status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                self.health.append((t, time.perf_counter() - t if ok else math.inf))
-                self.stop.wait(0.1)
-
-    def _stream(self) -> None:
-        client = openai.OpenAI(base_url=self.url + "/v1", api_key=KEY, timeout=120, max_retries=0)
-        while not self.stop.is_set():
-            if self.pause.is_set():
-                self.idle.set()
-                self.stop.wait(0.05)
-                continue
-            self.idle.clear()
-            run = StreamRun(time.perf_counter())
-            try:
-                for c in client.completions.create(
-                        model=MODEL, prompt="Count from one to twenty:", max_tokens=STREAM_TOKENS,
-                        temperature=0, stream=True, stream_options={"include_usage": True},
-                        extra_body={"ignore_eos": True}):
-                    if c.choices and c.choices[0].finish_reason:
-                        run.reason = c.choices[0].finish_reason
-                    if c.usage is not None:
-                        run.tokens = c.usage.completion_tokens
-            except Exception as e:  # noqa: BLE001 - recorded and asserted on
-                run.error = repr(e)
-            run.end = time.perf_counter()
-            self.streams.append(run)
-
-    @contextmanager
-    def paused(self):
-        """No healthy stream in flight (for exact idle counts); streams resume afterwards."""
-        self.pause.set()
-        assert self.idle.wait(120), "the healthy stream did not end"
-        try:
-            yield
-        finally:
-            self.pause.clear()
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +43,7 @@ def server():
 
 @pytest.fixture(scope="module")
 def guard(server):
-    g = Guard(server.url)
+    g = Guard(server.url, KEY)
     yield g
     g.stop.set()
     for t in g.threads:
@@ -138,15 +69,6 @@ def beside(guard):
     assert not bad, f"healthy streams hurt: {bad}"
     polls = [rt for t, rt in guard.health if t0 <= t <= t1]
     assert polls and max(polls) < HEALTH_BOUND_S, f"/health took {max(polls):.2f} s"
-
-
-def wait_for(cond, timeout: float) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def post(server, path: str, body: dict | bytes, headers: dict = JSON, timeout: float = 120) -> httpx.Response:

@@ -264,6 +264,5 @@ async def _stream(state: ServerState, tracked: Tracked, acc: Accumulator, parsed
         if parsed.include_usage:
             yield acc.usage_chunk()
         yield DONE
-    finally:
-        if not tracked.done:  # the client went away mid-stream (the generator was closed)
-            state.cluster.abort(acc.request_id)
+    finally:  # the client went away mid-stream (the generator was closed), or the stream ended
+        _abort_unless_done(state, tracked)
