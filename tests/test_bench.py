@@ -204,13 +204,24 @@ def test_compare_rejudges_and_plots(server, tmp_path: Path, capsys) -> None:
     assert rep.summary(ttft_slo=LATE_TTFT + 0.5).num_both_met == len(ROWS) - 2
 
 
-def test_errors_are_reported_not_raised(tmp_path: Path) -> None:
-    # Nothing listens on this port: every request fails, the run still writes its figures.
+def test_no_server_is_one_line_and_a_failure(tmp_path: Path, capsys) -> None:
+    # Nothing listens on this port.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}/v1"
     trace = write_trace(tmp_path / "t.csv", [(0.0, 3, 3), (0.05, 3, 3)])
-    d = bench(f"http://127.0.0.1:{port}/v1", trace, tmp_path / "down.json", "--model", "m")
+    common = ["bench", "--base-url", base, "--trace", str(trace), "--tokenizer", "words", "--no-progress"]
+    capsys.readouterr()
+    # Without --model the first call (GET /models) finds no server: one line, no traceback.
+    assert main(common) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1 and "no server answers at" in out.err
+    # With --model every request fails: one line, a non-zero exit, and the figures still written.
+    assert main([*common, "--model", "m", "--json", str(tmp_path / "down.json")]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1 and "all 2 requests failed" in out.err
+    d = json.loads((tmp_path / "down.json").read_text())
     assert d["num_failed"] == 2 and d["summary"]["attainment"] == 0
     assert all("Connect" in r["error"] for r in d["requests"])
     assert main(["bench", "--base-url", "http://10.1.2.3:8000/v1", "--model", "m"]) == 2  # loopback only

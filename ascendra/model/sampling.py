@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # JSON true is not a number
+
+
+def _finite(v: object, name: str) -> float:
+    """v as a finite float, or ValueError: an int of 400 digits overflows float() itself."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError(f"{name} must be a number, got {_show(v)}")
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf
+    if not math.isfinite(f):
+        raise ValueError(f"{name} must be a finite number, got {_show(v)}")
+    return f
+
+
+def _show(v: object) -> str:
+    """A value for an error message, short whatever its size (a 4,000-digit int, a huge list)."""
+    if isinstance(v, int) and v.bit_length() > 128:  # repr() itself refuses past 4,300 digits
+        return f"an integer of {v.bit_length()} bits"
+    text = repr(v) if isinstance(v, int | float | str | bool) or v is None else type(v).__name__
+    return text if len(text) <= 40 else text[:30] + f"... ({len(text)} chars)"
 
 
 @dataclass(frozen=True)
@@ -25,19 +51,47 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: bool = False
 
+    # The ranges a request may ask for: the one definition of the rule (the server's door relies on
+    # it). Below GREEDY_BELOW a temperature divides logits into inf/NaN in float32, and its limit is
+    # argmax anyway, so it is served as greedy (vLLM's _SAMPLING_EPS). top_k past any vocabulary is
+    # "off"; the bound keeps it an index torch can hold. seed: torch's generators take 64 bits, and
+    # OpenAI and vLLM use the signed range. Stop strings are checked after every token of the
+    # batch, so their number and length are bounded (OpenAI allows 4).
+    GREEDY_BELOW = 1e-5
+    MAX_TOP_K = 2**31 - 1
+    SEED_RANGE = (-(2**63), 2**63 - 1)
+    MAX_STOP = 16
+    MAX_STOP_CHARS = 1024
+
     def __post_init__(self) -> None:
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
-        if not self.temperature >= 0:  # also rejects NaN
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not isinstance(self.top_k, int) or self.top_k < -1:
-            raise ValueError(f"top_k must be -1 or 0 (disabled) or a positive integer, got {self.top_k!r}")
+        """Check every field's type and range; raises ValueError starting with the field's name."""
+        if not _is_int(self.max_tokens) or self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be an integer >= 1, got {_show(self.max_tokens)}")
+        temperature = _finite(self.temperature, "temperature")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {_show(self.temperature)}")
+        object.__setattr__(self, "temperature", 0.0 if temperature < self.GREEDY_BELOW else temperature)
+        top_p = _finite(self.top_p, "top_p")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {_show(self.top_p)}")
+        object.__setattr__(self, "top_p", top_p)
+        if not _is_int(self.top_k) or not -1 <= self.top_k <= self.MAX_TOP_K:
+            raise ValueError(f"top_k must be -1 or 0 (disabled) or an integer from 1 to {self.MAX_TOP_K}, "
+                             f"got {_show(self.top_k)}")
+        lo, hi = self.SEED_RANGE
+        if self.seed is not None and (not _is_int(self.seed) or not lo <= self.seed <= hi):
+            raise ValueError(f"seed must be an integer from {lo} to {hi}, got {_show(self.seed)}")
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", [self.stop])
-        if any(not isinstance(s, str) or not s for s in self.stop):
-            raise ValueError("stop must be a list of non-empty strings")
+        if not isinstance(self.stop, list) or len(self.stop) > self.MAX_STOP or any(
+            not isinstance(s, str) or not 0 < len(s) <= self.MAX_STOP_CHARS for s in self.stop
+        ):
+            raise ValueError(f"stop must be at most {self.MAX_STOP} non-empty strings of at most "
+                             f"{self.MAX_STOP_CHARS} characters")
+        if not isinstance(self.stop_token_ids, list) or any(
+            not _is_int(t) or t < 0 for t in self.stop_token_ids
+        ):
+            raise ValueError("stop_token_ids must be a list of non-negative integers")
 
     def stop_ids(self, eos_token_ids: frozenset[int] = frozenset()) -> frozenset[int]:
         """The token ids that end a request: its own, plus the model's EOS unless ignore_eos."""

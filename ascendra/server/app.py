@@ -1,9 +1,11 @@
 """The OpenAI-compatible HTTP API over the live cluster (FastAPI).
 
 Routes: POST /v1/completions, POST /v1/chat/completions (streaming as server-sent events, or one JSON
-body), GET /v1/models, GET /health, GET /metrics. Prompts are tokenized here, in the server process;
-text is produced next to the tokens in the instance workers. A client that disconnects aborts its
-request, which frees its KV blocks.
+body), GET /v1/models, GET /health, GET /metrics. Prompts are tokenized here, in the server process,
+on a thread (a megabyte prompt takes a second, which /health must not wait for); text is produced
+next to the tokens in the instance workers. A client that disconnects aborts its request, streaming
+or not, which frees its KV blocks. Before a body is parsed, a request passes the API key
+(door.ApiKeyMiddleware), the admission limit, the media type and the size limit (door.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,15 +23,25 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from ascendra.runtime.live.cluster import LiveCluster
 from ascendra.runtime.live.messages import AddRequest
 from ascendra.runtime.live.state import LiveConfig, Tracked
+from ascendra.server.defaults import GenerationDefaults
+from ascendra.server.door import (
+    Admission,
+    ApiKeyMiddleware,
+    Slot,
+    check_json_content_type,
+    error_response,
+    read_body,
+)
 from ascendra.server.metrics import ServerMetrics
-from ascendra.server.protocol import ApiError, Limits, ParsedRequest, error_body, parse_json, parse_request
+from ascendra.server.protocol import ApiError, Limits, ParsedRequest, error_body, parse_body
 from ascendra.server.responses import DONE, Accumulator, sse
 
-DISCONNECT_POLL_S = 0.5
+OPEN_PATHS = frozenset({"/health", "/metrics"})  # open without the API key unless --api-key-all-routes
 
 
 @dataclass
@@ -38,11 +50,15 @@ class ServerConfig:
     model_name: str
     model_aliases: tuple[str, ...]
     tokenizer: Any  # ascendra.model.tokenizer.Tokenizer or None (dummy weights)
-    max_model_len: int
-    num_blocks: int  # per instance
     ttft_slo_ms: float = 5000.0
     tbt_slo_ms: float = 1000.0
     drain_timeout: float = 30.0
+    vocab_size: int | None = None
+    defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
+    api_key: str | None = None
+    api_key_all_routes: bool = False  # also guard /health and /metrics
+    max_concurrent_requests: int = 512
+    max_request_bytes: int = 2 * 1024 * 1024
 
 
 @dataclass
@@ -51,16 +67,16 @@ class ServerState:
     cluster: LiveCluster
     metrics: ServerMetrics
     limits: Limits
+    admission: Admission
     draining: bool = False
 
 
 def create_app(config: ServerConfig) -> FastAPI:
     metrics = ServerMetrics()
     cluster = LiveCluster(config.live, metrics)
-    spec = config.live.spec
-    limits = Limits((config.model_name, *config.model_aliases), config.max_model_len, config.num_blocks,
-                    spec.block_size, config.ttft_slo_ms, config.tbt_slo_ms)
-    state = ServerState(config, cluster, metrics, limits)
+    limits = Limits((config.model_name, *config.model_aliases), config.live.capacity, config.ttft_slo_ms,
+                    config.tbt_slo_ms, config.vocab_size, config.defaults)
+    state = ServerState(config, cluster, metrics, limits, Admission(config.max_concurrent_requests))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,21 +86,34 @@ def create_app(config: ServerConfig) -> FastAPI:
         finally:
             await cluster.shutdown()
 
-    app = FastAPI(title="Ascendra", lifespan=lifespan)
+    # No /docs or /openapi.json: the routes read raw bodies, so there is no schema to show, and an
+    # unauthenticated page listing them is surface for nothing.
+    app = FastAPI(title="Ascendra", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = state
+    if config.api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=config.api_key, on_refused=metrics.on_refused,
+                           open_paths=frozenset() if config.api_key_all_routes else OPEN_PATHS)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError) -> JSONResponse:
-        return JSONResponse(e.body(), status_code=e.status)
+        metrics.on_refused(e.status)
+        return error_response(e)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
-        return JSONResponse(error_body(str(e)), status_code=400)
+        return error_response(ApiError(400, str(e)[:300]))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(e.detail), kind, code=e.status_code), status_code=e.status_code)
+        return error_response(ApiError(e.status_code, str(e.detail), code=e.status_code, type_=kind))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, e: Exception) -> JSONResponse:
+        # A defect of ours, not the client's: answered in OpenAI's shape (Starlette re-raises it after
+        # this, so uvicorn logs its traceback).
+        return error_response(ApiError(500, f"internal server error ({type(e).__name__})",
+                                       type_="server_error", code="internal_error"))
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -97,7 +126,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.get("/v1/models")
     async def models() -> dict:
         card = {"id": config.model_name, "object": "model", "created": 0, "owned_by": "ascendra",
-                "max_model_len": config.max_model_len}
+                "max_model_len": config.live.capacity.max_model_len,
+                "generation_defaults": config.defaults.as_dict()}  # applied where a request sets none
         return {"object": "list", "data": [card]}
 
     @app.get("/health")
@@ -106,6 +136,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         status = "draining" if state.draining else ("ok" if alive == len(cluster.workers) else
                                                     "degraded" if alive else "down")
         body = {"status": status, "requests_in_flight": len(cluster.tracked),
+                "requests_admitted": state.admission.active, "admission_limit": state.admission.limit,
                 "offloads": cluster.num_offloads, "reroutes": cluster.num_reroutes,
                 "instances": [{"index": w.index, "role": w.role, "policy": w.policy, "alive": w.alive,
                                "pid": w.pid, "host": w.host, "death": w.death} for w in cluster.workers]}
@@ -126,30 +157,79 @@ async def _generate(state: ServerState, request: Request, chat: bool) -> Respons
         raise ApiError(503, "the server is shutting down", type_="service_unavailable", code="draining")
     if cluster.num_alive == 0:
         raise ApiError(503, "no model instance is alive", type_="service_unavailable", code="no_instance")
-    parsed = parse_request(parse_json(await request.body()), chat, state.limits, state.config.tokenizer)
-    rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
-    tok = state.config.tokenizer
-    stop_ids = parsed.params.stop_ids(frozenset() if tok is None else tok.eos_token_ids)
-    add = AddRequest(0, rid, arrival, parsed.prompt_token_ids, parsed.params.max_tokens, parsed.ttft_slo,
-                     parsed.tbt_slo, stop_ids, parsed.params)
-    tracked = cluster.submit(add)
-    acc = Accumulator(rid, parsed.model, chat, len(parsed.prompt_token_ids), parsed.logprobs, tok,
-                      parsed.continuous_usage)
-    if parsed.stream:
-        return StreamingResponse(_stream(state, tracked, acc, parsed), media_type="text/event-stream")
-    return await _collect(state, request, tracked, acc)
+    slot = state.admission.enter()
+    tracked: Tracked | None = None
+    try:
+        check_json_content_type(request)
+        raw = await read_body(request, state.config.max_request_bytes)
+        tok = state.config.tokenizer
+        parsed = await asyncio.to_thread(parse_body, raw, chat, state.limits, tok)
+        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+        stop_ids = parsed.params.stop_ids(frozenset() if tok is None else tok.eos_token_ids)
+        add = AddRequest(0, rid, arrival, parsed.prompt_token_ids, parsed.params.max_tokens, parsed.ttft_slo,
+                         parsed.tbt_slo, stop_ids, parsed.params)
+        tracked = cluster.submit(add)
+        acc = Accumulator(rid, parsed.model, chat, len(parsed.prompt_token_ids), parsed.logprobs, tok,
+                          parsed.continuous_usage)
+        if parsed.stream:
+            response = _EventStream(_stream(state, tracked, acc, parsed), state, tracked, slot)
+            slot = None  # the stream releases it when it ends, however it ends
+            return response
+        return await _collect(state, request, tracked, acc)
+    finally:
+        if slot is not None:
+            slot.release()
+            _abort_unless_done(state, tracked)
+
+
+def _abort_unless_done(state: ServerState, tracked: Tracked | None) -> None:
+    """The request's client is gone (or its handler was cancelled): abort it unless it has finished."""
+    if tracked is not None and not tracked.done:
+        state.cluster.abort(tracked.add.request_id)
+        state.metrics.cancelled.inc()
+
+
+class _EventStream(StreamingResponse):
+    """An SSE response that aborts its request and frees its admission slot when it ends, however it
+    ends: also when the client left before the first chunk, when the body generator never starts and
+    so never reaches its own `finally`."""
+
+    def __init__(self, content: AsyncIterator[str], state: ServerState, tracked: Tracked, slot: Slot) -> None:
+        super().__init__(content, media_type="text/event-stream")
+        self._state, self._tracked, self._slot = state, tracked, slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slot.release()
+            _abort_unless_done(self._state, self._tracked)
+
+
+async def _until_disconnect(request: Request) -> None:
+    """Returns when the client has gone. The body has been read, so the next ASGI message is the
+    disconnect (uvicorn delivers it as soon as the connection closes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _collect(state: ServerState, request: Request, tracked: Tracked, acc: Accumulator) -> Response:
-    while acc.finish_reason is None:
-        try:
-            out = await asyncio.wait_for(tracked.queue.get(), DISCONNECT_POLL_S)
-        except TimeoutError:
-            if await request.is_disconnected():
-                state.cluster.abort(acc.request_id)
-                return Response(status_code=499)
-            continue
-        acc.add(out)
+    """The whole answer as one body. The client may leave meanwhile: a task waits for its disconnect
+    beside the outputs, so the request is aborted (and its KV freed) at once, however often outputs
+    come. (Polling for the disconnect only when no output came for a while, as this once did, never
+    polls while tokens flow, and every abandoned request ran to its end.)"""
+    gone = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        while acc.finish_reason is None:
+            out = asyncio.ensure_future(tracked.queue.get())
+            await asyncio.wait((out, gone), return_when=asyncio.FIRST_COMPLETED)
+            if not out.done():
+                out.cancel()
+                return Response(status_code=499)  # nobody reads it; the finally aborts the request
+            acc.add(out.result())
+    finally:
+        gone.cancel()
+        _abort_unless_done(state, tracked)
     if acc.finish_reason == "error":
         status = 503 if state.cluster.num_alive == 0 or state.draining else 500
         return JSONResponse(error_body(acc.error or "the request failed", "server_error", code=status),
@@ -180,6 +260,5 @@ async def _stream(state: ServerState, tracked: Tracked, acc: Accumulator, parsed
         if parsed.include_usage:
             yield acc.usage_chunk()
         yield DONE
-    finally:
-        if not tracked.done:  # the client went away mid-stream (the generator was closed)
-            state.cluster.abort(acc.request_id)
+    finally:  # the client went away mid-stream (the generator was closed), or the stream ended
+        _abort_unless_done(state, tracked)

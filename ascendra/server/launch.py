@@ -24,11 +24,17 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, args: list[str], startup_timeout: float = 300.0) -> None:
+    def __init__(self, args: list[str], startup_timeout: float = 300.0, api_key: str | None = None) -> None:
+        """`api_key`: started with it (through ASCENDRA_API_KEY, so it is not on a command line), and
+        sent on this object's own /health checks."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="ascendra-serve-", suffix=".log", delete=False)
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         env = dict(os.environ)
+        env.pop("ASCENDRA_API_KEY", None)
+        if api_key:
+            env["ASCENDRA_API_KEY"] = api_key
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ascendra.cli.serve", "--port", str(self.port), "--log-level", "warning",
@@ -41,7 +47,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited with code {self.proc.returncode}:\n{self.output()}")
             try:
-                if httpx.get(self.url + "/health", timeout=2.0).status_code == 200:
+                if httpx.get(self.url + "/health", timeout=2.0, headers=self.headers).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -58,7 +64,7 @@ class ServerProcess:
         return Path(self.log.name).read_text()[-4000:]
 
     def health(self) -> dict:
-        return httpx.get(self.url + "/health", timeout=5.0).json()
+        return httpx.get(self.url + "/health", timeout=5.0, headers=self.headers).json()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         """Signal the server and wait for it to exit; returns its exit code."""

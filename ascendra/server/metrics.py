@@ -67,6 +67,14 @@ class ServerMetrics(ClusterObserver):
         self.alive = Gauge("ascendra_instance_alive", "1 while the instance serves", labels, registry=r)
         self.in_flight = Gauge("ascendra_requests_in_flight", "Requests accepted and not finished",
                                registry=r)
+        self.refused = Counter("ascendra_requests_refused", "Requests answered with an error before they "
+                               "reached an instance, by HTTP status (400 bad input, 401 no key, 404 no such "
+                               "model, 413 too large, 415 not JSON, 429 at the admission limit, ...)",
+                               ["status"], registry=r)
+        # The cluster drops an aborted request without a final output, so requests_finished never
+        # counts these: the server does, where it aborts them.
+        self.cancelled = Counter("ascendra_requests_cancelled", "Requests aborted before they finished "
+                                 "because their client went away", registry=r)
         self.overhead = Histogram("ascendra_server_overhead_seconds", "Server overhead: dispatch (HTTP "
                                   "arrival to worker receipt) and stream (token produced to SSE chunk sent)",
                                   ["stage"], registry=r, buckets=OVERHEAD_BUCKETS)
@@ -120,6 +128,9 @@ class ServerMetrics(ClusterObserver):
         for name, met in (("ttft", rec.meets_ttft), ("tbt", rec.meets_tbt), ("both", rec.meets_both)):
             if met:
                 self.attained.labels(name).inc()
+
+    def on_refused(self, status: int) -> None:
+        self.refused.labels(str(status)).inc()
 
     def on_offload(self) -> None:
         self.offloads.inc()

@@ -1,32 +1,44 @@
 """OpenAI request bodies: parse and validate into what the engine needs, or a 4xx ApiError.
 
 Validation is by hand rather than by pydantic models so that every bad input gets OpenAI's error
-shape with the offending `param`, and so the handler starts timing before the body is parsed.
+shape with the offending `param`, and so the handler starts timing before the body is parsed. Every
+field is checked at the door (validation.py: types, sizes, text); sampling ranges are SamplingParams'
+own rule, whose ValueError becomes a 400 naming the field.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ascendra.core.config import KVCapacity
 from ascendra.model.sampling import SamplingParams
+from ascendra.server.defaults import GenerationDefaults
+from ascendra.server.prompts import chat_prompt, completion_prompt
+from ascendra.server.validation import ApiError, Fields, brief, error_body, parse_json
 
+__all__ = ["ApiError", "Limits", "ParsedRequest", "error_body", "parse_json", "parse_request"]
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type_: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
-
-    def body(self) -> dict:
-        return error_body(self.message, self.type, self.param, self.code)
-
-
-def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,
-               code: str | int | None = None) -> dict:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+_COMMON = {"model", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed", "stream",
+           "stream_options", "logprobs", "ignore_eos", "ttft_slo_ms", "tbt_slo_ms",
+           "user"}  # user: an end-user id for abuse monitoring; it changes nothing in the answer
+COMPLETION_FIELDS = frozenset(_COMMON | {"prompt", "echo"})
+CHAT_FIELDS = frozenset(_COMMON | {"messages", "max_completion_tokens", "top_logprobs"})
+# OpenAI (and vLLM) fields this server does not implement, accepted only at the value that asks for
+# nothing: clients such as LangChain send `frequency_penalty: 0` on every request.
+NEUTRAL: dict[str, Any] = {
+    "n": 1, "best_of": 1, "frequency_penalty": 0, "presence_penalty": 0, "repetition_penalty": 1,
+    "min_p": 0, "min_tokens": 0, "logit_bias": {}, "suffix": "", "tools": [], "functions": [],
+    "tool_choice": "none", "function_call": "none", "response_format": {"type": "text"},
+    "store": False, "modalities": ["text"],
+}
+STREAM_OPTIONS = frozenset({"include_usage", "continuous_usage_stats"})
+SAMPLING_FIELDS = frozenset(f.name for f in fields(SamplingParams))
+# Per-request SLOs, in ms. The floor: no answer of this server, not even an error, comes back within
+# a millisecond (HTTP parsing plus one hop to a worker process), so a smaller SLO is one no request
+# can meet; it is refused rather than served as a miss. The ceiling: one day, past which an SLO is no
+# SLO, and deadlines stay ordinary floats (1e300 ms would not).
+SLO_MS_RANGE = (1.0, 86_400_000.0)
 
 
 @dataclass
@@ -34,11 +46,11 @@ class Limits:
     """What the server checks a request against."""
 
     model_names: tuple[str, ...]
-    max_model_len: int
-    max_request_blocks: int  # KV blocks one instance holds
-    block_size: int
+    capacity: KVCapacity  # what one instance holds
     ttft_slo_ms: float
     tbt_slo_ms: float
+    vocab_size: int | None = None  # token-id prompts must lie below it
+    defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
 
 
 @dataclass
@@ -53,159 +65,101 @@ class ParsedRequest:
     ttft_slo: float = 1.0  # seconds
     tbt_slo: float = 1.0
     model: str = ""
-    prompt_text: str | None = None
 
 
-def parse_json(raw: bytes) -> dict:
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"request body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object")
-    return body
-
-
-def _get(body: dict, name: str, kinds: tuple[type, ...], default: Any = None, what: str = "") -> Any:
-    value = body.get(name, default)
-    if value is None:
-        return default
-    # bool is an int in Python; JSON true is not a number.
-    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        raise ApiError(400, f"'{name}' must be {what or ' or '.join(k.__name__ for k in kinds)}, "
-                            f"got {json.dumps(value)[:60]}", name)
-    return value
-
-
-def _number(body: dict, name: str, default: float | None) -> float | None:
-    v = _get(body, name, (int, float), default, "a number")
-    if v is not None and not math.isfinite(v):
-        raise ApiError(400, f"'{name}' must be a finite number", name)
-    return v
+def parse_body(raw: bytes, chat: bool, limits: Limits, tokenizer: Any) -> ParsedRequest:
+    """The whole door for one body: JSON, fields, prompt and tokens (blocking: run it in a thread)."""
+    return parse_request(parse_json(raw), chat, limits, tokenizer)
 
 
 def parse_request(body: dict, chat: bool, limits: Limits, tokenizer: Any) -> ParsedRequest:
-    model = _get(body, "model", (str,), "", "a string")
+    f = Fields(body)
+    f.check_known(CHAT_FIELDS if chat else COMPLETION_FIELDS, NEUTRAL)
+    model = f.str("model", "", max_chars=256)
     if model and model not in limits.model_names:
-        raise ApiError(404, f"the model '{model}' does not exist; this server serves "
+        raise ApiError(404, f"the model {brief(model, 80)} does not exist; this server serves "
                             f"'{limits.model_names[0]}'", "model", "model_not_found")
-    n = _get(body, "n", (int,), 1, "an integer")
-    if n != 1:
-        raise ApiError(400, f"only n=1 is supported, got n={n}", "n")
-    if _get(body, "best_of", (int,), 1, "an integer") != 1:
-        raise ApiError(400, "best_of is not supported", "best_of")
-    if _get(body, "echo", (bool,), False, "a boolean"):
+    f.str("user", max_chars=256)
+    if f.bool("echo"):
         raise ApiError(400, "echo is not supported", "echo")
-    prompt_ids, text = _chat_prompt(body, tokenizer) if chat else _completion_prompt(body, tokenizer)
-    if not prompt_ids:
-        raise ApiError(400, "the prompt is empty", "messages" if chat else "prompt")
-    max_tokens = _get(body, "max_completion_tokens", (int,), None, "an integer") if chat else None
-    if max_tokens is None:
-        max_tokens = _get(body, "max_tokens", (int,), None, "an integer")
-    param = "max_tokens"
-    if max_tokens is None:  # OpenAI: 16 for completions; chat runs to the end of what fits
-        room = min(limits.max_model_len, limits.max_request_blocks * limits.block_size)
-        max_tokens = 16 if not chat else room - len(prompt_ids)
-    if max_tokens <= 0:
-        raise ApiError(400, f"'{param}' must be at least 1, got {max_tokens}", param)
-    total = len(prompt_ids) + max_tokens
-    if total > limits.max_model_len:
-        raise ApiError(400, f"this model's maximum context length is {limits.max_model_len} tokens; the "
-                            f"request asks for {len(prompt_ids)} prompt + {max_tokens} completion tokens",
-                       param, "context_length_exceeded")
-    if -(-total // limits.block_size) > limits.max_request_blocks:
-        raise ApiError(400, f"the request needs {total} tokens of KV cache; an instance holds "
-                            f"{limits.max_request_blocks * limits.block_size}", param, "kv_cache_exceeded")
-    temperature = _number(body, "temperature", 1.0)
-    if temperature < 0:
-        raise ApiError(400, f"'temperature' must be >= 0, got {temperature}", "temperature")
-    top_p = _number(body, "top_p", 1.0)
-    if not 0 < top_p <= 1:
-        raise ApiError(400, f"'top_p' must be in (0, 1], got {top_p}", "top_p")
-    top_k = _get(body, "top_k", (int,), -1, "an integer")
-    if top_k < -1:
-        raise ApiError(400, f"'top_k' must be -1 (off) or a positive integer, got {top_k}", "top_k")
-    seed = _get(body, "seed", (int,), None, "an integer")
-    stop = body.get("stop")
+    logprobs = _logprobs(f, chat)
+    stream = f.bool("stream")
+    opts = Fields(f.object("stream_options"), "stream_options.", "stream_options")
+    opts.check_known(STREAM_OPTIONS)
+    if opts.body and not stream:
+        raise ApiError(400, "'stream_options' is only allowed when 'stream' is true", "stream_options")
+    include_usage, continuous = opts.bool("include_usage"), opts.bool("continuous_usage_stats")
+    ignore_eos = f.bool("ignore_eos")
+    stop = f.value("stop")
     if isinstance(stop, str):
         stop = [stop]
-    if stop is not None and (not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop)):
-        raise ApiError(400, "'stop' must be a non-empty string or a list of them", "stop")
-    logprobs = _logprobs(body, chat)
-    stream = _get(body, "stream", (bool,), False, "a boolean")
-    opts = _get(body, "stream_options", (dict,), {}, "an object")
-    include_usage = bool(_get(opts, "include_usage", (bool,), False, "a boolean"))
-    continuous = bool(_get(opts, "continuous_usage_stats", (bool,), False, "a boolean"))
-    ignore_eos = _get(body, "ignore_eos", (bool,), False, "a boolean")
-    ttft = _number(body, "ttft_slo_ms", limits.ttft_slo_ms)
-    tbt = _number(body, "tbt_slo_ms", limits.tbt_slo_ms)
-    for name, v in (("ttft_slo_ms", ttft), ("tbt_slo_ms", tbt)):
-        if v <= 0:
-            raise ApiError(400, f"'{name}' must be positive, got {v}", name)
-    params = SamplingParams(max_tokens=max_tokens, temperature=float(temperature), top_k=top_k,
-                            top_p=float(top_p), seed=seed, stop=list(stop or []), ignore_eos=ignore_eos,
-                            logprobs=logprobs)
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+        raise ApiError(400, f"'stop' must be a string or a list of strings, got {brief(stop)}", "stop")
+    for s in stop or []:
+        Fields({"stop": s}).str("stop")  # encodable text
+    ttft, tbt = _slo_ms(f, "ttft_slo_ms", limits.ttft_slo_ms), _slo_ms(f, "tbt_slo_ms", limits.tbt_slo_ms)
+    # The fields above are cheap; the prompt may take seconds to tokenize, so it comes last.
+    max_len = limits.capacity.max_model_len
+    prompt_ids = (chat_prompt(body, tokenizer, max_len) if chat
+                  else completion_prompt(body, tokenizer, limits.vocab_size, max_len))
+    if not prompt_ids:
+        raise ApiError(400, "the prompt is empty", "messages" if chat else "prompt")
+    max_tokens = _max_tokens(f, chat, len(prompt_ids), limits)
+    d = limits.defaults
+    try:
+        params = SamplingParams(
+            max_tokens=max_tokens, temperature=f.number("temperature", d.temperature),
+            top_k=f.int("top_k", d.top_k), top_p=f.number("top_p", d.top_p), seed=f.int("seed"),
+            stop=list(stop or []), ignore_eos=ignore_eos, logprobs=logprobs)
+    except ValueError as e:
+        name = str(e).split(" ", 1)[0]
+        raise ApiError(400, str(e), name if name in SAMPLING_FIELDS else None) from None
     return ParsedRequest(chat, prompt_ids, params, stream, include_usage, continuous, logprobs,
-                         ttft / 1000.0, tbt / 1000.0, model or limits.model_names[0], text)
+                         ttft / 1000.0, tbt / 1000.0, model or limits.model_names[0])
 
 
-def _logprobs(body: dict, chat: bool) -> bool:
+def _max_tokens(f: Fields, chat: bool, prompt_len: int, limits: Limits) -> int:
+    param = "max_tokens"
+    max_tokens = f.int("max_completion_tokens") if chat else None
+    if max_tokens is None:
+        max_tokens = f.int("max_tokens")
+    else:
+        param = "max_completion_tokens"
+    room = limits.capacity.max_request_tokens
+    if max_tokens is None:  # OpenAI: 16 for completions; chat runs to the end of what fits
+        max_tokens = 16 if not chat else max(1, room - prompt_len)
+    if max_tokens <= 0:
+        raise ApiError(400, f"'{param}' must be at least 1, got {brief(max_tokens)}", param)
+    rejected = limits.capacity.admission_error(prompt_len, max_tokens)
+    if rejected is not None:
+        raise ApiError(400, rejected.message, param, rejected.code)
+    return max_tokens
+
+
+def _slo_ms(f: Fields, name: str, default: float) -> float:
+    v = f.number(name, default)
+    lo, hi = SLO_MS_RANGE
+    try:
+        ok = lo <= float(v) <= hi  # NaN fails both; an int of 400 digits overflows float()
+    except OverflowError:
+        ok = False
+    if not ok:
+        raise ApiError(400, f"'{name}' must be from {lo:g} ms (nothing answers sooner) to {hi:.0f} ms "
+                            f"(one day), got {brief(v)}", name)
+    return float(v)
+
+
+def _logprobs(f: Fields, chat: bool) -> bool:
+    """Only the chosen token's logprob is implemented: alternatives (top_logprobs, or completions'
+    logprobs > 0) are refused rather than answered without them."""
     if chat:
-        top = _get(body, "top_logprobs", (int,), 0, "an integer")
-        if top:
+        if f.int("top_logprobs", 0):
             raise ApiError(400, "top_logprobs > 0 is not supported (only the chosen token's logprob)",
                            "top_logprobs")
-        return bool(_get(body, "logprobs", (bool,), False, "a boolean"))
-    lp = _get(body, "logprobs", (int,), None, "an integer")
-    if lp is not None and not 0 <= lp <= 5:
-        raise ApiError(400, f"'logprobs' must be between 0 and 5, got {lp}", "logprobs")
+        return f.bool("logprobs")
+    lp = f.int("logprobs")
+    if lp is not None and lp != 0:
+        raise ApiError(400, f"'logprobs' must be 0 (the chosen token's logprob; alternatives are not "
+                            f"supported), got {brief(lp)}", "logprobs")
     return lp is not None
 
-
-def _completion_prompt(body: dict, tokenizer: Any) -> tuple[list[int], str | None]:
-    prompt = body.get("prompt")
-    if prompt is None:
-        raise ApiError(400, "'prompt' is required", "prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
-        prompt = prompt[0]  # a batch of one
-    if isinstance(prompt, str):
-        if tokenizer is None:
-            raise ApiError(400, "this model has no tokenizer; send the prompt as token ids", "prompt")
-        return (tokenizer.encode(prompt) if prompt else []), prompt
-    if isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-        vocab = tokenizer.vocab_size if tokenizer is not None else None
-        if any(t < 0 or (vocab is not None and t >= vocab) for t in prompt):
-            raise ApiError(400, "prompt token ids must be in the vocabulary", "prompt")
-        return list(prompt), None
-    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
-        raise ApiError(400, f"a batch of {len(prompt)} prompts is not supported; send one per request",
-                       "prompt")
-    raise ApiError(400, "'prompt' must be a string or a list of token ids", "prompt")
-
-
-def _chat_prompt(body: dict, tokenizer: Any) -> tuple[list[int], str | None]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "'messages' must be a non-empty list", "messages")
-    if tokenizer is None or not tokenizer.chat_template:
-        raise ApiError(400, "this model has no chat template; use /v1/completions", "messages")
-    clean = []
-    for j, msg in enumerate(messages):
-        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
-            raise ApiError(400, f"messages[{j}] must be an object with a 'role'", "messages")
-        content = msg.get("content")
-        if isinstance(content, list):  # content parts: only text ones are understood
-            texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-            if len(texts) != len(content) or not all(isinstance(t, str) for t in texts):
-                raise ApiError(400, f"messages[{j}].content: only text parts are supported", "messages")
-            content = "".join(texts)
-        if content is None:
-            content = ""
-        if not isinstance(content, str):
-            raise ApiError(400, f"messages[{j}].content must be a string or text parts", "messages")
-        clean.append({"role": msg["role"], "content": content})
-    try:
-        text = tokenizer.apply_chat_template(clean, add_generation_prompt=True)
-    except ValueError as e:
-        raise ApiError(400, str(e), "messages") from None
-    return tokenizer.encode(text, add_special_tokens=False), text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from types import FrameType
 
@@ -56,7 +57,9 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve_app(app: FastAPI, host: str, port: int, drain_timeout: float, log_level: str = "info") -> None:
+def serve_app(app: FastAPI, sock: socket.socket, drain_timeout: float, log_level: str = "info") -> None:
+    """Serve on `sock`, already bound and listening (`ascendra serve` binds it before loading models)."""
+    host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, host=host, port=port, loop="asyncio", log_level=log_level,
                             timeout_graceful_shutdown=5, timeout_keep_alive=5)
-    DrainingServer(config, app, drain_timeout).run()
+    DrainingServer(config, app, drain_timeout).run(sockets=[sock])
