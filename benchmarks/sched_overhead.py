@@ -64,7 +64,7 @@ def main() -> None:
             t1 = time.perf_counter()
             s.update(batch, None, now + 0.05)
             t2 = time.perf_counter()
-            router.check_offloads(0, now + 0.05)
+            router.offload(0, now + 0.05)
             t3 = time.perf_counter()
             t_sched.append(t1 - t0)
             t_upd.append(t2 - t1)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import openai
@@ -127,11 +129,69 @@ def test_slos_below_the_floor_are_refused_and_tiny_ones_leave_others_alone(serve
     for _ in range(2):
         r = post(server, "/v1/completions", {"prompt": "hi", "max_tokens": 3, "ttft_slo_ms": 1.5})
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1
+    steps = metric(metrics(server), "ascendra_instance_steps", instance="0")  # the LP instance
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         rs = list(pool.map(lambda k: post(server, "/v1/completions", {
             "prompt": f"Story {k}:", "max_tokens": 8, "ignore_eos": True}), range(4)))
     assert [r.status_code for r in rs] == [200] * 4
     assert all(r.json()["usage"]["completion_tokens"] == 8 for r in rs)
+    assert metric(metrics(server), "ascendra_instance_steps", instance="0") > steps  # still serving
+
+
+def test_the_worker_socket_runs_no_code_and_speaks_only_for_our_workers(server, tmp_path):
+    """Anyone on this machine who finds the server's worker socket once got `pickle.loads` of
+    whatever they sent. Now a frame must carry this launch's signature and decodes to plain data."""
+    import pickle
+
+    import msgpack
+    import zmq
+
+    endpoint = worker_socket(server.pid)
+    assert endpoint.startswith("ipc://") and (Path(endpoint[6:]).parent.stat().st_mode & 0o077) == 0
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Exploit(str(marker)))
+    ctx = zmq.Context()
+    try:
+        for ident in (b"instance-0", b"intruder"):
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.IDENTITY, ident)
+            sock.setsockopt(zmq.LINGER, 2000)  # deliver every frame before closing
+            sock.connect(endpoint)
+            for frame in (payload, b"\0" * 32 + payload, b"\0" * 32 + msgpack.packb([1, 2, 3]),
+                          msgpack.packb({"index": 0}), b""):
+                sock.send(frame)
+            sock.close()
+    finally:
+        ctx.term()
+    r = post(server, "/v1/completions", {"prompt": "Hello", "max_tokens": 4, "ignore_eos": True})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
+    assert not marker.exists()
+    health = server.health()
+    assert health["status"] == "ok" and [i["restarts"] for i in health["instances"]] == [0, 0]
+    assert wait_for(lambda: metric(metrics(server), "ascendra_worker_frames_rejected") == 10, 10)
+
+
+class _Exploit:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def worker_socket(pid: int) -> str:
+    """The IPC endpoint the server process listens on for its workers, found as any local user
+    could: its socket inodes, looked up in /proc/net/unix."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 8 and parts[6] in inodes and parts[7].endswith("/workers"):
+            return "ipc://" + parts[7]
+    raise AssertionError("the server listens on no worker socket")
 
 
 def test_media_type_size_and_big_prompts(server):

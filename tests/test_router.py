@@ -26,7 +26,7 @@ def test_offloads_request_that_would_miss_and_keeps_the_rest():
     relaxed = req("relaxed", 1600, ttft=100.0)
     for r in [*queued, urgent, relaxed]:
         lp.add_request(r)
-    moves = router.check_offloads(0, now=0.0)
+    moves = router.offload(0, now=0.0)
     assert [(r.request_id, h) for r, h in moves] == [("urgent", 1)]
     assert urgent.offloaded and list(hp.waiting) == [urgent]
     assert relaxed in list(lp.waiting) and len(lp.waiting) == 21
@@ -41,7 +41,7 @@ def test_no_offload_when_no_hp_can_meet_the_deadline():
         lp.add_request(req(f"q{i}", 1000, ttft=100.0))
     doomed = req("doomed", 1500, ttft=0.3)
     lp.add_request(doomed)
-    assert router.check_offloads(0, now=0.0) == []
+    assert router.offload(0, now=0.0) == []
     assert doomed in list(lp.waiting) and not doomed.offloaded
 
 
@@ -51,7 +51,7 @@ def test_a_started_request_is_never_offloaded():
     lp.add_request(r)
     lp.schedule(0.0)  # its first chunk is computed: its KV lives here now
     assert r.started
-    assert router.check_offloads(0, now=0.0) == []
+    assert router.offload(0, now=0.0) == []
 
 
 def test_dispatch_balances_by_projected_wait():
@@ -96,7 +96,7 @@ def test_remote_views_give_the_router_the_local_schedulers_decision():
              for p in ("ascendra-lp", "ascendra-hp")]
     views[0].update(snapshot_of(lp), acked_seq=0)
     router = Router(views, [Role.LP, Role.HP], RouterConfig(offload=True, offload_margin=0.2))
-    moves = router.check_offloads(0, now=0.0)
+    moves = router.offload(0, now=0.0)
     assert [(r.request_id, h) for r, h in moves] == [("urgent", 1)]
     assert views[0].stealing == {"urgent"} and "urgent" in views[1].in_transit
     assert views[0].pending_prefill_tokens == 20 * 1000 + 1600
@@ -104,4 +104,4 @@ def test_remote_views_give_the_router_the_local_schedulers_decision():
     views[0].update(snapshot_of(lp), acked_seq=0)  # the worker has not applied the steal yet
     assert "urgent" not in [r.request_id for r in views[0].snapshot().waiting]
     assert views[0].pending_prefill_tokens == 20 * 1000 + 1600
-    assert router.check_offloads(0, now=0.0) == []  # no second steal of the same request
+    assert router.offload(0, now=0.0) == []  # no second steal of the same request

@@ -100,7 +100,7 @@ class Router:
 
     # ---- offload ---------------------------------------------------------------------------
 
-    def check_offloads(self, index: int, now: float) -> list[tuple[Request, int]]:
+    def offload(self, index: int, now: float) -> list[tuple[Request, int]]:
         """Project the first-token time of every request waiting on LP instance `index`, in the
         order its policy serves them, and move those that would come too late to the HP instance
         that can still meet their deadline. Linear in the queue, no copies of scheduler state.

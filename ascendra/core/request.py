@@ -19,7 +19,7 @@ class RequestStatus(enum.Enum):
     FINISHED_STOPPED = "stop"
     FINISHED_LENGTH = "length"
     FINISHED_ABORTED = "abort"
-    FINISHED_FAILED = "failed"
+    FINISHED_FAILED = "error"  # also the finish_reason a client sees
 
     @property
     def finished(self) -> bool:

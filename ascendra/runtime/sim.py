@@ -85,7 +85,7 @@ def simulate(
             if progress is not None and finished:
                 progress(len(finished))
             if offloading:
-                for _, h in router.check_offloads(i, now):
+                for _, h in router.offload(i, now):
                     if running[h] is None:
                         start(h, now)
             start(i, now)

@@ -139,12 +139,14 @@ def create_app(config: ServerConfig) -> FastAPI:
                 "requests_admitted": state.admission.active, "admission_limit": state.admission.limit,
                 "offloads": cluster.num_offloads, "reroutes": cluster.num_reroutes,
                 "instances": [{"index": w.index, "role": w.role, "policy": w.policy, "alive": w.alive,
-                               "pid": w.pid, "host": w.host, "death": w.death} for w in cluster.workers]}
+                               "pid": w.pid, "host": w.host, "death": w.death, "restarts": w.restarts,
+                               "restarting": w.restart_at is not None} for w in cluster.workers]}
         return JSONResponse(body, status_code=200 if status in ("ok", "degraded") else 503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
         metrics.in_flight.set(len(cluster.tracked))
+        metrics.frames_rejected.set(cluster.transport.num_rejected)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

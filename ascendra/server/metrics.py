@@ -65,6 +65,11 @@ class ServerMetrics(ClusterObserver):
                                         "autocorrelation of log(measured / predicted duration): how "
                                         "much slow iterations come in runs", labels, registry=r)
         self.alive = Gauge("ascendra_instance_alive", "1 while the instance serves", labels, registry=r)
+        self.frames_rejected = Gauge("ascendra_worker_frames_rejected",
+                                     "Frames on the worker socket dropped unread (bad signature or shape)",
+                                     registry=r)
+        self.restarts = Counter("ascendra_instance_restarts", "Times a dead instance was started again",
+                                labels, registry=r)
         self.in_flight = Gauge("ascendra_requests_in_flight", "Requests accepted and not finished",
                                registry=r)
         self.refused = Counter("ascendra_requests_refused", "Requests answered with an error before they "
@@ -113,6 +118,9 @@ class ServerMetrics(ClusterObserver):
         lab = (str(worker.index), worker.role)
         for g in (self.waiting, self.running, self.kv_usage, self.blocks_used, self.alive):
             g.labels(*lab).set(0)
+
+    def on_restart(self, worker: WorkerState) -> None:
+        self.restarts.labels(str(worker.index), worker.role).inc()
 
     def on_finished(self, tracked: Tracked, output: RequestOutput) -> None:
         reason = output.finish_reason or "unknown"

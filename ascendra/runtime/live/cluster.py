@@ -2,23 +2,22 @@
 
 Requests arrive from the HTTP layer (`submit`), are dispatched by the same Router the simulator
 uses (over `RemoteInstanceView`s), and sent to the chosen worker. Each worker report delivers the
-step's outputs to the requests' queues, refreshes that instance's mirror, and - for an LP instance -
-runs the router's offload check. An offload is a steal: only when the LP worker answers that it
-handed the request over is it sent to the HP worker. A worker that dies has its requests that have
-not shown the client a token yet re-dispatched; the others end with an error.
+step's outputs to the requests' queues, settles offloads, refreshes that instance's mirror, and -
+for an LP instance - runs the router's offload step. An offload is a steal: only when the LP worker
+answers that it handed the request over is it sent to the HP worker. A worker that dies has its
+requests that have not shown the client a token yet re-dispatched, the others end with an error,
+and the supervisor starts it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import threading
 import time
 from collections import deque
-
-import zmq
-import zmq.asyncio
 
 from ascendra.cluster.router import Role, Router
 from ascendra.core.policies import POLICIES
@@ -27,10 +26,14 @@ from ascendra.core.request import Request, RequestStatus
 from ascendra.engine.factory import InstanceSpec
 from ascendra.engine.instance import RequestOutput
 from ascendra.runtime.live import messages as m
-from ascendra.runtime.live.launcher import ProcessWorker, RayWorker, init_ray
+from ascendra.runtime.live.launcher import init_ray
 from ascendra.runtime.live.remote_view import RemoteInstanceView
-from ascendra.runtime.live.state import ClusterObserver, LiveConfig, Tracked, WorkerState, new_request
-from ascendra.runtime.live.worker import identity
+from ascendra.runtime.live.state import ClusterObserver, LiveConfig, Tracked, WorkerState
+from ascendra.runtime.live.supervisor import Supervisor
+from ascendra.runtime.live.transport import ServerTransport
+from ascendra.runtime.live.wire import new_secret
+
+log = logging.getLogger("ascendra.server")
 
 
 def restore_signal_handlers() -> None:
@@ -50,33 +53,28 @@ class LiveCluster:
         self.observer = observer or ClusterObserver()
         self.tracked: dict[str, Tracked] = {}
         self.mirrors: dict[str, Request] = {}
-        sysc, perf = config.system, config.perf_model
+        sysc = config.system
         self.roles = sysc.roles()
         self.views: list[RemoteInstanceView] = []
-        self.specs: list[InstanceSpec] = []
+        specs: list[InstanceSpec] = []
         for role in self.roles:
             policy = sysc.policy(role)
             sched_cfg = sysc.scheduler_config(role, config.capacity.max_model_len)
-            projection = Projection(POLICIES[policy], sched_cfg, perf)
-            self.views.append(RemoteInstanceView(projection, self.mirrors))
-            spec = InstanceSpec(
-                **{
-                    **config.spec.__dict__,
-                    "policy": policy,
-                    "scheduler": sched_cfg,
-                    "perf_model": perf,
-                    "await_offload_check": sysc.router_config().offload and role == Role.LP,
-                }
-            )
-            self.specs.append(spec)
+            self.views.append(RemoteInstanceView(Projection(POLICIES[policy], sched_cfg, config.perf_model),
+                                                 self.mirrors))
+            specs.append(InstanceSpec(**{
+                **config.spec.__dict__, "policy": policy, "scheduler": sched_cfg,
+                "perf_model": config.perf_model,
+                "await_offload_check": sysc.router_config().offload and role == Role.LP,
+            }))
         self.router = Router(list(self.views), self.roles, sysc.router_config())
-        self.workers: list[WorkerState] = []
+        self.supervisor = Supervisor(config, specs, self.roles, self.observer, self._on_dead, self._on_alive)
+        self._secret = new_secret()  # the workers' proof that a frame is theirs (see wire.py)
+        self.transport = ServerTransport(self._secret)
         self._offloads: dict[str, int] = {}  # request id -> HP index, while the steal is in flight
         self._seq = 0
-        self._ctx = zmq.asyncio.Context()
-        self._sock = self._ctx.socket(zmq.ROUTER)
-        self._sock.setsockopt(zmq.LINGER, 0)
         self._tasks: list[asyncio.Task] = []
+        self._supervising: asyncio.Task | None = None
         self.num_offloads = 0
         self.num_reroutes = 0
         # Benchmarks read these raw samples (seconds): HTTP arrival -> handing it to zmq, and
@@ -85,37 +83,34 @@ class LiveCluster:
         self.dispatch_latency: deque[float] = deque(maxlen=100_000)
         self.started = False
 
+    @property
+    def workers(self) -> list[WorkerState]:
+        return self.supervisor.workers
+
+    @property
+    def num_alive(self) -> int:
+        return self.supervisor.num_alive
+
     # ---- life cycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
         cfg = self.config
-        host = "127.0.0.1"
+        tcp_host = None  # local workers: a private IPC socket
         if cfg.ray_address:
-            node_ip = await asyncio.to_thread(init_ray, cfg.ray_address, len(self.specs))
+            node_ip = await asyncio.to_thread(init_ray, cfg.ray_address, len(self.views))
             restore_signal_handlers()
-            if cfg.ray_address != "local":
-                # Actors on other nodes connect back over the cluster's network. The messages are
-                # pickles: run Ray only on a trusted network, as Ray itself requires.
-                host = node_ip
-        port = self._sock.bind_to_random_port(f"tcp://{'0.0.0.0' if host != '127.0.0.1' else host}")
-        endpoint = f"tcp://{host}:{port}"
-        kind = RayWorker if cfg.ray_address else ProcessWorker
-        for i, spec in enumerate(self.specs):
-            handle = await asyncio.to_thread(kind, spec, endpoint, i)
-            self.workers.append(WorkerState(i, self.roles[i], spec.policy, handle, pid=handle.pid))
+            # Actors on other nodes connect back over the cluster's network (signed frames).
+            tcp_host = "127.0.0.1" if cfg.ray_address == "local" else node_ip
+        endpoint = self.transport.bind(tcp_host)
+        log.info("instance workers connect on %s", endpoint)
         self._tasks.append(asyncio.create_task(self._recv_loop()))
-        deadline = time.time() + cfg.startup_timeout
-        while not all(w.ready for w in self.workers):
-            for w in self.workers:
-                why = w.handle.exited()
-                if why is not None and not w.ready:
-                    await self.shutdown()
-                    raise RuntimeError(f"instance {w.index} failed to start: {why}")
-            if time.time() > deadline:
-                await self.shutdown()
-                raise RuntimeError(f"instances did not start within {cfg.startup_timeout:.0f} s")
-            await asyncio.sleep(0.05)
-        self._tasks.append(asyncio.create_task(self._monitor_loop()))
+        try:
+            await self.supervisor.start(endpoint, self._secret)
+        except BaseException:
+            await self.shutdown()
+            raise
+        self._supervising = asyncio.create_task(self.supervisor.run())
+        self._tasks.append(self._supervising)
         self.started = True
 
     def fail_all(self, reason: str) -> None:
@@ -127,36 +122,26 @@ class LiveCluster:
 
     async def shutdown(self, fail_reason: str = "the server is shutting down") -> None:
         self.fail_all(fail_reason)
-        for w in self.workers:
-            if w.alive:
-                self._send(w.index, m.Stop(self._next_seq()))
+        if self._supervising is not None:
+            self._supervising.cancel()  # no restarts while the workers are being stopped
+        await self.supervisor.stop(lambda i: self._send(i, m.Stop(self._next_seq())))
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
-        for w in self.workers:
-            if not await asyncio.to_thread(w.handle.join, 5.0):
-                await asyncio.to_thread(w.handle.kill)
-            w.alive = False
-        self._sock.close(0)
-        self._ctx.term()
+        self.transport.close()
 
     # ---- requests ----------------------------------------------------------------------------
-
-    @property
-    def num_alive(self) -> int:
-        return sum(w.alive for w in self.workers)
 
     def submit(self, add: m.AddRequest) -> Tracked:
         """Dispatch a new request; its outputs arrive on the returned queue."""
         if add.request_id in self.tracked:
             raise ValueError(f"request id {add.request_id!r} is already in flight")
-        req = new_request(add)
-        tr = Tracked(add, req)
+        tr = Tracked(add, add.to_request())
         self.tracked[add.request_id] = tr
-        self.mirrors[add.request_id] = req
+        self.mirrors[add.request_id] = tr.request
         self._dispatch(tr, time.time())
         return tr
 
@@ -173,8 +158,7 @@ class LiveCluster:
         if self.num_alive == 0:
             self._fail(tr, "no live instance can serve the request")
             return
-        i = self.router.dispatch(tr.request, now)
-        self._send_add(tr, i)
+        self._send_add(tr, self.router.dispatch(tr.request, now))
 
     def _send_add(self, tr: Tracked, i: int) -> None:
         tr.instance = i
@@ -194,17 +178,11 @@ class LiveCluster:
             v.forget(rid)
 
     def _fail(self, tr: Tracked, reason: str) -> None:
-        if tr.done:
-            return
-        out = RequestOutput(
-            tr.add.request_id,
-            finished=True,
-            finish_reason="error",
-            error=reason,
-            num_prompt_tokens=len(tr.add.prompt_token_ids),
-            num_output_tokens=tr.tokens_delivered,
-        )
-        self._deliver(tr, out)
+        if not tr.done:
+            self._deliver(tr, RequestOutput(
+                tr.add.request_id, finished=True, finish_reason=RequestStatus.FINISHED_FAILED.value,
+                error=reason, num_prompt_tokens=len(tr.add.prompt_token_ids),
+                num_output_tokens=tr.tokens_delivered))
 
     def _deliver(self, tr: Tracked, out: RequestOutput) -> None:
         req = tr.request
@@ -214,62 +192,68 @@ class LiveCluster:
             tr.tokens_delivered += len(out.new_token_ids)
         tr.queue.put_nowait(out)
         if out.finished:
-            req.status = {
-                "stop": RequestStatus.FINISHED_STOPPED,
-                "length": RequestStatus.FINISHED_LENGTH,
-                "abort": RequestStatus.FINISHED_ABORTED,
-            }.get(out.finish_reason or "", RequestStatus.FINISHED_FAILED)
+            req.status = RequestStatus(out.finish_reason)
+            if req.status is RequestStatus.FINISHED_FAILED:
+                log.warning("request %s failed: %s", tr.add.request_id, out.error)
             self.observer.on_finished(tr, out)
             self._end(tr)
 
-    # ---- zmq ---------------------------------------------------------------------------------
+    # ---- worker messages -----------------------------------------------------------------------
 
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
 
     def _send(self, i: int, msg: object) -> None:
-        # A ROUTER send does not block (unroutable messages are dropped), so the future is done.
-        self._sock.send_multipart([identity(i), m.encode(msg)])
+        self.transport.send(self.workers[i].route, msg)
 
     async def _recv_loop(self) -> None:
         while True:
-            _, data = await self._sock.recv_multipart()
-            msg = m.decode(data)
+            route, msg = await self.transport.recv()
             try:
                 if isinstance(msg, m.Report):
-                    self._on_report(msg)
+                    self._on_report(msg, route)
                 elif isinstance(msg, m.Hello):
-                    self._on_hello(msg)
+                    self.supervisor.on_hello(msg, route)
             except Exception:  # a bug in one report must not stop every request's stream
-                import traceback
-
-                traceback.print_exc()
+                log.exception("handling a worker message failed")
             # A message already queued resolves the receive at once, without yielding: a worker
             # flooding reports would otherwise starve every HTTP handler, /health included.
             await asyncio.sleep(0)
 
-    def _on_hello(self, msg: m.Hello) -> None:
-        w = self.workers[msg.index]
-        w.pid, w.host, w.alive, w.ready, w.last_seen = msg.pid, msg.host, True, True, time.time()
-
-    def _on_report(self, rep: m.Report) -> None:
+    def _on_report(self, rep: m.Report, route: bytes) -> None:
         i = rep.index
-        w = self.workers[i]
-        if not w.alive:
-            return  # a late report from an instance already declared dead
+        if not self.supervisor.is_current(i, route):
+            return  # a late report from an instance already declared dead (or replaced)
         now = time.time()
+        w = self.workers[i]
         w.last_seen = now
+        if rep.step_error:
+            log.error("instance %d: %s", i, rep.step_error)
+        self._note_receipts(rep)
+        for out in rep.outputs:
+            tr = self.tracked.get(out.request_id)
+            if tr is not None and tr.instance == i:
+                self._deliver(tr, out)
+        self._settle_steals(rep, now)
+        self.views[i].update(rep.snapshot, rep.acked_seq)
+        self.observer.on_report(w, rep.snapshot)
+        for req, target in self.router.offload(i, now):
+            self._offloads[req.request_id] = target
+            self._send(i, m.Steal(self._next_seq(), req.request_id))
+        if rep.awaits_check:
+            self._send(i, m.Checked(self._next_seq(), rep.number))
+
+    def _note_receipts(self, rep: m.Report) -> None:
         for rid, t in rep.received:
             tr = self.tracked.get(rid)
             if tr is not None:
                 self.dispatch_latency.append(t - tr.add.arrival_time)
                 self.observer.on_dispatch_latency(t - tr.add.arrival_time)
-        for out in rep.outputs:
-            tr = self.tracked.get(out.request_id)
-            if tr is not None and tr.instance == i:
-                self._deliver(tr, out)
-        view = self.views[i]
+
+    def _settle_steals(self, rep: m.Report, now: float) -> None:
+        """Steals the worker granted go on to their HP instance; refused ones stay where they are."""
+        view = self.views[rep.index]
         for rid in rep.stolen:
             view.stealing.discard(rid)
             target = self._offloads.pop(rid, None)
@@ -288,41 +272,15 @@ class LiveCluster:
             target = self._offloads.pop(rid, None)
             if target is not None:
                 self.views[target].forget(rid)
-        view.update(rep.snapshot, rep.acked_seq)
-        self.observer.on_report(w, rep.snapshot)
-        for req, target in self.router.check_offloads(i, now):
-            self._offloads[req.request_id] = target
-            self._send(i, m.Steal(self._next_seq(), req.request_id))
-        if rep.awaits_check:
-            self._send(i, m.Checked(self._next_seq(), rep.number))
 
     # ---- faults ------------------------------------------------------------------------------
 
-    async def _monitor_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.1)
-            now = time.time()
-            for w in self.workers:
-                if not w.alive:
-                    continue
-                why = w.handle.exited()
-                if why is None and now - w.last_seen > self.config.heartbeat_timeout:
-                    why = f"no report for {now - w.last_seen:.1f} s"
-                if why is not None:
-                    self.mark_dead(w.index, why)
-
     def mark_dead(self, i: int, why: str) -> None:
-        w = self.workers[i]
-        if not w.alive:
-            return
-        w.alive, w.death = False, why
+        self.supervisor.mark_dead(i, why)
+
+    def _on_dead(self, i: int, why: str) -> None:
         self.router.set_alive(i, False)
         self.views[i].reset()
-        self.observer.on_dead(w)
-        if w.handle.exited() is None:
-            # Declared dead by silence but still running: stop it, or it would keep computing (and
-            # holding KV for) requests that are now served elsewhere.
-            asyncio.get_running_loop().run_in_executor(None, w.handle.kill)
         now = time.time()
         reason = f"instance {i} died ({why}) while serving the request"
         for tr in [
@@ -336,9 +294,13 @@ class LiveCluster:
             else:
                 self._fail(tr, reason)
 
+    def _on_alive(self, i: int) -> None:
+        self.views[i].reset()
+        self.router.set_alive(i, True)
+
     def _redispatch(self, tr: Tracked, now: float) -> None:
         self.num_reroutes += 1
         self.observer.on_reroute()
-        tr.request = new_request(tr.add)
+        tr.request = tr.add.to_request()
         self.mirrors[tr.add.request_id] = tr.request
         self._dispatch(tr, now)

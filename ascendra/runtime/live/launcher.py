@@ -23,11 +23,12 @@ class WorkerHandle(Protocol):
 
 
 class ProcessWorker:
-    def __init__(self, spec: InstanceSpec, endpoint: str, index: int) -> None:
+    def __init__(self, spec: InstanceSpec, endpoint: str, index: int, secret: bytes) -> None:
         ctx = mp.get_context("spawn")  # fork would copy the server's threads and event loop
+        # The secret reaches the child through the spawn pipe between the two processes.
         self.proc = ctx.Process(
             target=process_main,
-            args=(spec, endpoint, index, os.getpid()),
+            args=(spec, endpoint, index, secret, os.getpid()),
             name=f"ascendra-instance-{index}",
             daemon=True,
         )
@@ -60,12 +61,13 @@ class ProcessWorker:
 class RayWorker:
     """One Ray actor (num_cpus=1) running the worker loop; `run` returns when the worker stops."""
 
-    def __init__(self, spec: InstanceSpec, endpoint: str, index: int) -> None:
+    def __init__(self, spec: InstanceSpec, endpoint: str, index: int, secret: bytes) -> None:
         import ray
 
         actor_cls = ray.remote(num_cpus=1)(_RayInstance)
         self.actor = actor_cls.options(name=None, max_restarts=0).remote()
-        self.ref = self.actor.run.remote(spec, endpoint, index)
+        # Ray carries the arguments over its own channels, inside the cluster it trusts.
+        self.ref = self.actor.run.remote(spec, endpoint, index, secret)
         self.pid = None  # known from the worker's hello
 
     def exited(self) -> str | None:
@@ -93,10 +95,10 @@ class RayWorker:
 
 
 class _RayInstance:
-    def run(self, spec: InstanceSpec, endpoint: str, index: int) -> None:
+    def run(self, spec: InstanceSpec, endpoint: str, index: int, secret: bytes) -> None:
         from ascendra.runtime.live.worker import serve_instance
 
-        serve_instance(spec, endpoint, index)
+        serve_instance(spec, endpoint, index, secret)
 
 
 def init_ray(address: str, num_instances: int = 1) -> str:

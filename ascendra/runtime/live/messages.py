@@ -1,19 +1,20 @@
 """What the server and the instance workers say to each other over zmq.
 
-Every message is one pickled dataclass (both ends are our own trusted processes; pickle carries
-SamplingParams and RequestOutput as they are). Server -> worker messages carry a sequence number;
-each report echoes the last one the worker applied, so the server knows which of its adds and steals
-a snapshot already reflects.
+Every message is one of the dataclasses below, sent through `wire.Codec` (msgpack, signed per
+launch: never pickle). Server -> worker messages carry a sequence number; each report echoes the
+last one the worker applied, so the server knows which of its adds and steals a snapshot already
+reflects.
 """
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
-from typing import Any
 
-from ascendra.core.iteration_stats import IterationStats
+from ascendra.core.iteration_stats import IterationStats, Moments
+from ascendra.core.request import SLO, Request
 from ascendra.engine.instance import RequestOutput
+from ascendra.model.sampling import SamplingParams
+from ascendra.runtime.live.wire import Codec
 
 # ---- server -> worker ----------------------------------------------------------------------------
 
@@ -28,8 +29,24 @@ class AddRequest:
     ttft_slo: float
     tbt_slo: float
     stop_token_ids: frozenset[int]
-    params: Any  # SamplingParams
+    params: SamplingParams
     sent_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.stop_token_ids = frozenset(self.stop_token_ids)  # a list on the wire
+
+    def to_request(self) -> Request:
+        """The engine's Request for it: the worker's to schedule, the server's to mirror."""
+        return Request(
+            self.request_id,
+            self.arrival_time,
+            len(self.prompt_token_ids),
+            self.max_tokens,
+            SLO(self.ttft_slo, self.tbt_slo),
+            prompt_token_ids=list(self.prompt_token_ids),
+            stop_token_ids=self.stop_token_ids,
+            params=self.params,
+        )
 
 
 @dataclass(slots=True)
@@ -114,9 +131,10 @@ class Report:
     awaits_check: bool = False  # the worker holds its next iteration for a `Checked` to this report
 
 
-def encode(msg: object) -> bytes:
-    return pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+# The wire's whole vocabulary; the order is the wire's type codes (the same on both ends).
+WIRE_TYPES = (AddRequest, Abort, Steal, Checked, Stop, WaitingEntry, Snapshot, Hello, Report,
+              RequestOutput, SamplingParams, IterationStats, Moments)
 
 
-def decode(data: bytes) -> object:
-    return pickle.loads(data)
+def codec(secret: bytes) -> Codec:
+    return Codec(WIRE_TYPES, secret)

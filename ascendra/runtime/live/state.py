@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from ascendra.cluster.system import SystemConfig
 from ascendra.core.config import KVCapacity
 from ascendra.core.perf_model import PerfModel
-from ascendra.core.request import SLO, Request
+from ascendra.core.request import Request
 from ascendra.engine.factory import InstanceSpec
 from ascendra.engine.instance import RequestOutput
 from ascendra.runtime.live import messages as m
@@ -27,6 +27,9 @@ class LiveConfig:
     # one after every iteration, which on CPU can take seconds).
     heartbeat_timeout: float = 30.0
     startup_timeout: float = 600.0
+    # A dead instance is started again after a back-off that doubles from the first figure to the
+    # second with each death in a row (reset once it has run for a minute); 0: never restart.
+    restart_backoff: tuple[float, float] = (1.0, 60.0)
 
 
 @dataclass(eq=False)
@@ -52,7 +55,11 @@ class WorkerState:
     pid: int | None = None
     host: str = ""
     last_seen: float = 0.0
-    death: str | None = None
+    death: str | None = None  # why it last died
+    route: bytes = b""  # its zmq identity, from its signed hello
+    restarts: int = 0
+    restart_at: float | None = None  # when the next start is due, while it is dead
+    started_at: float = 0.0
 
 
 class ClusterObserver:
@@ -63,17 +70,5 @@ class ClusterObserver:
     def on_offload(self) -> None: ...
     def on_dispatch_latency(self, seconds: float) -> None: ...
     def on_dead(self, worker: WorkerState) -> None: ...
+    def on_restart(self, worker: WorkerState) -> None: ...
     def on_reroute(self) -> None: ...
-
-
-def new_request(add: m.AddRequest) -> Request:
-    return Request(
-        add.request_id,
-        add.arrival_time,
-        len(add.prompt_token_ids),
-        add.max_tokens,
-        SLO(add.ttft_slo, add.tbt_slo),
-        prompt_token_ids=add.prompt_token_ids,
-        stop_token_ids=add.stop_token_ids,
-        params=add.params,
-    )

@@ -1,6 +1,6 @@
 """The instance worker: one Instance stepped on the wall clock, talking to the server over zmq.
 
-The same loop runs in a spawned OS process (`process_main`) and in a Ray actor (ray_workers.py).
+The same loop runs in a spawned OS process (`process_main`) and in a Ray actor (launcher.py).
 Each turn it drains the server's messages (blocking only while it has nothing to run), runs one
 iteration, and sends back the iteration's outputs with a snapshot of its queue. `time.time` is the
 one clock: arrivals stamped by the server, token times and `now` stamped here mean the same thing.
@@ -9,6 +9,7 @@ one clock: arrivals stamped by the server, token times and `now` stamped here me
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import time
@@ -16,20 +17,17 @@ import time
 import zmq
 
 from ascendra.core.iteration_stats import IterationStats
-from ascendra.core.request import SLO, Request, RequestStatus
+from ascendra.core.request import RequestStatus
 from ascendra.core.scheduler import Scheduler
 from ascendra.engine.factory import InstanceSpec, build_instance
 from ascendra.engine.instance import Instance, RequestOutput
 from ascendra.runtime.live import messages as m
+from ascendra.runtime.live.wire import BadMessage, Codec
 
 HEARTBEAT_S = 0.5  # an idle worker still reports this often, so the server can tell it is alive
 # Longest wait for the router's offload check after a report (a round trip takes ~1 ms): a slow
 # server delays the next iteration by at most this much, then the worker goes on without it.
 OFFLOAD_CHECK_WAIT_S = 0.025
-
-
-def identity(index: int) -> bytes:
-    return f"instance-{index}".encode()
 
 
 def snapshot_of(sched: Scheduler, num_steps: int = 0, iterations: IterationStats | None = None) -> m.Snapshot:
@@ -61,11 +59,13 @@ class WorkerLoop:
         self,
         instance: Instance,
         sock: zmq.Socket,
+        codec: Codec,
         index: int,
         parent_pid: int | None = None,
         await_offload_check: bool = False,
     ) -> None:
         self.instance = instance
+        self.codec = codec
         self.await_offload_check = await_offload_check
         self.num_reports = 0
         self.checked_report = 0  # the newest report the router has checked for offloads
@@ -128,8 +128,12 @@ class WorkerLoop:
                 data = self.sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return handled
+            try:
+                msg = self.codec.decode(data)
+            except BadMessage:
+                continue  # not from our server: dropped unread
             handled = True
-            self._handle(m.decode(data))
+            self._handle(msg)
             if self.stopped:
                 return True
 
@@ -140,23 +144,13 @@ class WorkerLoop:
             self._added_since_report = True
             rep.received.append((msg.request_id, time.time()))
             try:
-                req = Request(
-                    msg.request_id,
-                    msg.arrival_time,
-                    len(msg.prompt_token_ids),
-                    msg.max_tokens,
-                    SLO(msg.ttft_slo, msg.tbt_slo),
-                    prompt_token_ids=list(msg.prompt_token_ids),
-                    stop_token_ids=msg.stop_token_ids,
-                    params=msg.params,
-                )
-                inst.add_request(req)
+                inst.add_request(msg.to_request())
             except ValueError as e:
                 rep.outputs.append(
                     RequestOutput(
                         msg.request_id,
                         finished=True,
-                        finish_reason="error",
+                        finish_reason=RequestStatus.FINISHED_FAILED.value,
                         error=f"instance {self.index} rejected the request: {e}",
                     )
                 )
@@ -186,7 +180,7 @@ class WorkerLoop:
                     RequestOutput(
                         rid,
                         finished=True,
-                        finish_reason="error",
+                        finish_reason=RequestStatus.FINISHED_FAILED.value,
                         error=reason,
                         num_prompt_tokens=req.prompt_len if req else 0,
                         num_output_tokens=req.num_output_tokens if req else 0,
@@ -202,32 +196,37 @@ class WorkerLoop:
         rep.snapshot = snapshot_of(inst.scheduler, inst.num_steps, inst.iterations)
         # Only requests that have not started can be moved: with none listed there is nothing to check.
         rep.awaits_check = self.await_offload_check and any(not e.started for e in rep.snapshot.waiting)
-        self.sock.send(m.encode(rep))
+        self.sock.send(self.codec.encode(rep))
         self._report = self._fresh()
         self._added_since_report = False
         self._last_awaits_check = rep.awaits_check
 
 
-def serve_instance(spec: InstanceSpec, endpoint: str, index: int, parent_pid: int | None = None) -> None:
+def serve_instance(
+    spec: InstanceSpec, endpoint: str, index: int, secret: bytes, parent_pid: int | None = None
+) -> None:
     """Build the instance, connect to the server and run until told to stop."""
     instance = build_instance(spec)
+    codec = m.codec(secret)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.IDENTITY, identity(index))
+    # A fresh identity per worker process: the server routes to whoever said hello last for this
+    # instance, so a restarted worker never receives its predecessor's messages.
+    sock.setsockopt(zmq.IDENTITY, f"instance-{index}-{os.getpid()}-{secrets.token_hex(4)}".encode())
     sock.setsockopt(zmq.LINGER, 2000)
     sock.connect(endpoint)
     try:
         bm = instance.scheduler.block_manager
-        sock.send(m.encode(m.Hello(index, os.getpid(), bm.num_blocks, socket.gethostname())))
-        WorkerLoop(instance, sock, index, parent_pid, spec.await_offload_check).run()
+        sock.send(codec.encode(m.Hello(index, os.getpid(), bm.num_blocks, socket.gethostname())))
+        WorkerLoop(instance, sock, codec, index, parent_pid, spec.await_offload_check).run()
     finally:
         sock.close()
         ctx.term()
 
 
-def process_main(spec: InstanceSpec, endpoint: str, index: int, parent_pid: int) -> None:
+def process_main(spec: InstanceSpec, endpoint: str, index: int, secret: bytes, parent_pid: int) -> None:
     """Entry point of a spawned worker process."""
     # Ctrl-C in a terminal signals the whole process group; the server stops the workers itself,
     # after draining, so a worker must not die first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    serve_instance(spec, endpoint, index, parent_pid)
+    serve_instance(spec, endpoint, index, secret, parent_pid)

@@ -1,0 +1,77 @@
+"""How messages cross the server <-> worker socket: msgpack, signed with a per-launch secret.
+
+Nothing that crosses a socket is unpickled. A message is one of a fixed set of dataclasses, packed
+as msgpack extension values (type code, then its fields in order) over plain msgpack values, so
+decoding can only ever build those dataclasses from numbers, strings and lists: no code travels.
+Every frame carries an HMAC-SHA256 of its body under a secret the server draws at launch and hands
+only to the workers it starts; a frame without the right tag is dropped before it is decoded.
+Locally the socket is also an IPC path in a directory only this user can enter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+
+TAG_BYTES = 32  # HMAC-SHA256
+MAX_FRAME_BYTES = 64 * 1024 * 1024  # a report of a full 256-sequence iteration is a few kB
+
+
+class BadMessage(ValueError):
+    """A frame that is not ours: wrong tag, not msgpack, or not one of the registered messages."""
+
+
+def new_secret() -> bytes:
+    return secrets.token_bytes(32)
+
+
+class Codec:
+    """Encodes and decodes the registered dataclasses; `types` is the whole vocabulary, in a fixed
+    order (its index is the extension code, so both ends must list the same types)."""
+
+    def __init__(self, types: Sequence[type], secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ValueError("the wire secret must be at least 16 bytes")
+        self._types = list(types)
+        self._code = {t: i for i, t in enumerate(self._types)}
+        self._secret = secret
+
+    def encode(self, msg: object) -> bytes:
+        body = msgpack.packb(msg, default=self._default, use_bin_type=True)
+        return hmac.digest(self._secret, body, hashlib.sha256) + body
+
+    def decode(self, frame: bytes) -> object:
+        if len(frame) <= TAG_BYTES or len(frame) > MAX_FRAME_BYTES:
+            raise BadMessage(f"a frame of {len(frame)} bytes")
+        tag, body = frame[:TAG_BYTES], frame[TAG_BYTES:]
+        if not hmac.compare_digest(tag, hmac.digest(self._secret, body, hashlib.sha256)):
+            raise BadMessage("the frame's tag does not match this launch's secret")
+        try:
+            return msgpack.unpackb(body, ext_hook=self._ext_hook, raw=False, strict_map_key=True)
+        except BadMessage:
+            raise
+        except Exception as e:  # malformed msgpack, wrong arity, a field of the wrong kind
+            raise BadMessage(f"undecodable frame: {type(e).__name__}: {e}") from None
+
+    def _default(self, obj: Any) -> Any:
+        code = self._code.get(type(obj))
+        if code is not None:
+            values = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+            return msgpack.ExtType(code, msgpack.packb(values, default=self._default, use_bin_type=True))
+        if isinstance(obj, (frozenset, set, tuple)):
+            return list(obj)
+        raise TypeError(f"{type(obj).__name__} is not a wire type")
+
+    def _ext_hook(self, code: int, data: bytes) -> object:
+        if not 0 <= code < len(self._types):
+            raise BadMessage(f"unknown message type {code}")
+        values = msgpack.unpackb(data, ext_hook=self._ext_hook, raw=False, strict_map_key=True)
+        if not isinstance(values, list):
+            raise BadMessage("a message's fields must be a list")
+        return self._types[code](*values)
