@@ -24,12 +24,14 @@ from fastapi.responses import JSONResponse, StreamingResponse  # noqa: E402
 
 from ascendra.bench import BenchReport, PromptBuilder  # noqa: E402
 from ascendra.cli import main  # noqa: E402
+from ascendra.metrics.records import RequestRecord  # noqa: E402
 
 TTFT = 0.15  # server delay before the first token
 GAP = 0.04  # server delay between tokens
 STALL = 0.30  # one extra gap in a STALL_LEN request
 STALL_LEN, PAIR_LEN, LATE_LEN, BAD_LEN, HANG_LEN = 7, 9, 11, 13, 17
 LATE_TTFT = 0.6
+SLO_TTFT, SLO_TBT = 0.4, 0.15  # the bench run's --ttft-slo-ms / --tbt-slo-ms
 
 
 def make_app(seen: list[dict]) -> fastapi.FastAPI:
@@ -112,8 +114,9 @@ ROWS = [(0.0, 5, 6), (0.1, 8, STALL_LEN), (0.2, 3, PAIR_LEN), (0.3, 12, LATE_LEN
 
 
 def bench(base: str, trace: Path, out: Path, *extra: str) -> dict:
-    rc = main(["bench", "--base-url", base, "--trace", str(trace), "--tokenizer", "words",
-               "--ttft-slo-ms", "400", "--tbt-slo-ms", "150", "--json", str(out), "--no-progress", *extra])
+    slos = ["--ttft-slo-ms", str(1e3 * SLO_TTFT), "--tbt-slo-ms", str(1e3 * SLO_TBT)]
+    rc = main(["bench", "--base-url", base, "--trace", str(trace), "--tokenizer", "words", *slos,
+               "--json", str(out), "--no-progress", *extra])
     assert rc == 0
     return json.loads(out.read_text())
 
@@ -131,14 +134,18 @@ def test_measures_known_delays_and_verdicts(server, tmp_path: Path) -> None:
         assert len(b["prompt"].split()) == p and b["model"] == "tiny"  # model from /v1/models
         assert b["temperature"] == 0 and b["ignore_eos"] is True and b["stream"] is True
         assert b["stream_options"]["include_usage"] is True
-    # Open loop: each request went out at its scheduled time, not after the previous one finished.
+    # Open loop: each request went out at its scheduled time, not after the previous one finished
+    # (the last two were sent while the late one, arrived before them, still ran).
     for r in d["requests"]:
-        assert abs(r["send_time"] - r["arrival_time"]) < 0.1
+        assert r["send_time"] >= r["arrival_time"] - 1e-3
+    late_end = reqs[LATE_LEN]["token_times"][-1]
+    assert reqs[5]["send_time"] < late_end and reqs[BAD_LEN]["send_time"] < late_end
+    # Delays are what the server slept at least (a loaded machine only adds to them).
     normal = reqs[6]
     assert normal["ok"] and len(normal["token_times"]) == 6
-    assert TTFT - 0.01 <= normal["ttft"] <= TTFT + 0.12
+    assert normal["ttft"] >= TTFT - 0.01
     gaps = [b - a for a, b in zip(normal["token_times"], normal["token_times"][1:], strict=False)]
-    assert all(GAP - 0.01 <= g <= GAP + 0.08 for g in gaps), gaps
+    assert all(g >= GAP - 0.01 for g in gaps), gaps
     stall_gaps = [b - a for a, b in zip(reqs[STALL_LEN]["token_times"], reqs[STALL_LEN]["token_times"][1:],
                                         strict=False)]
     assert max(stall_gaps) >= GAP + STALL - 0.01
@@ -150,12 +157,26 @@ def test_measures_known_delays_and_verdicts(server, tmp_path: Path) -> None:
     s = d["summary"]
     n = len(ROWS)
     assert d["num_failed"] == 1 and s["num_requests"] == n and s["num_ok"] == n - 1
-    # TTFT misses: the late one and the failed one; TBT misses: the stalled one and the failed one.
-    assert s["num_ttft_met"] == n - 2 and s["num_tbt_met"] == n - 2 and s["num_both_met"] == n - 3
-    assert s["attainment"] == pytest.approx((n - 3) / n)
+    # The verdicts are the records' own, by the one rule: the late one misses TTFT (0.6 s against
+    # 0.4), the stalled one TBT (a 0.34 s gap against 0.15), the failed one both; the others are
+    # judged on the times they really saw, whatever the machine's load made of them.
+    records = [to_record(r) for r in d["requests"]]
+    by_len = {r.extra["output_len"]: r for r in records}
+    assert not by_len[LATE_LEN].meets_ttft and not by_len[STALL_LEN].meets_tbt
+    assert not by_len[BAD_LEN].meets_ttft and not by_len[BAD_LEN].meets_tbt
+    assert s["num_ttft_met"] == sum(r.meets_ttft for r in records) <= n - 2
+    assert s["num_tbt_met"] == sum(r.meets_tbt for r in records) <= n - 2
+    assert s["num_both_met"] == sum(r.meets_both for r in records) <= n - 3
+    assert s["attainment"] == pytest.approx(s["num_both_met"] / n)
     assert s["num_output_tokens"] == sum(o for _, _, o in ROWS if o != BAD_LEN)
-    assert s["goodput"] == pytest.approx((n - 3) / s["duration"])
-    assert TTFT - 0.01 <= s["ttft_p50"] <= TTFT + 0.12
+    assert s["goodput"] == pytest.approx(s["num_both_met"] / s["duration"])
+    assert s["ttft_p50"] >= TTFT - 0.01
+
+
+def to_record(r: dict) -> RequestRecord:
+    """A bench JSON row as the metrics module's record, with the run's SLOs."""
+    return RequestRecord(r["arrival_time"], r["token_times"], SLO_TTFT, SLO_TBT, r["prompt_len"], r["ok"],
+                         extra={"output_len": r["output_len"]})
 
 
 def test_counts_tokens_without_per_chunk_usage_and_chat(server, tmp_path: Path) -> None:
@@ -244,6 +265,7 @@ def test_prompts_have_exact_token_lengths() -> None:
     assert len(tok.encode_chat([{"role": "user", "content": content}])) == 120
 
 
+@pytest.mark.slow  # end to end: a live server
 def test_against_ascendra_server(tmp_path: Path) -> None:
     """The real `ascendra serve` (one LP + one HP instance process; dummy weights to start fast, token-id
     prompts since they have no tokenizer): exact prompt lengths, every token counted, SLOs judged."""

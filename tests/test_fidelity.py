@@ -25,6 +25,8 @@ from ascendra.profiles import load_profile
 from ascendra.workload import WorkItem
 from benchmarks.fidelity_harness import Setup, run_live, run_sim_calibrated
 
+pytestmark = pytest.mark.slow  # end to end: a live server and profiling
+
 PROMPT, OUTPUT, BURST = 192, 8, 6
 SHAPE_TOLERANCE = 0.15
 LEVEL_TOLERANCE = 3.0

@@ -29,6 +29,8 @@ from tests.fuzz_bodies import bodies
 from tests.hostile_cases import CASES, MODEL
 from tests.hostile_guard import STREAM_TOKENS, Guard, wait_for
 
+pytestmark = pytest.mark.slow  # end to end: a live server
+
 KEY = "hostile-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 JSON = {**AUTH, "content-type": "application/json"}

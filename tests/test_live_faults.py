@@ -18,6 +18,8 @@ import pytest
 
 from ascendra.server.launch import ServerProcess, metric
 
+pytestmark = pytest.mark.slow  # end to end: a live server
+
 MODEL = "SmolLM2-135M-Instruct"
 
 

@@ -79,6 +79,7 @@ def test_generate_cli_prints_text_and_bad_paths_get_one_line():
     assert bad.returncode == 2 and "model not found" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow  # end to end: profiling
 def test_profile_cli_writes_a_loadable_profile(tmp_path):
     out = tmp_path / "p.json"
     res = run_cli("profile", "--model", "dummy:tiny", "--quick", "--repeats", "1", "--out", str(out))

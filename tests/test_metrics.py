@@ -193,3 +193,4 @@ def test_reports_round_trip(tmp_path: Path) -> None:
     assert not table.splitlines()[1].split("|")[3].strip().endswith(":")  # an all-empty column is not
     plain = format_table(rows, ["system", "capacity"], markdown=False)
     assert "|" not in plain and plain.splitlines()[2].startswith("vllm")
+

@@ -11,6 +11,8 @@ import pytest
 
 from ascendra.server.launch import ServerProcess, metric
 
+pytestmark = pytest.mark.slow  # end to end: Ray actors
+
 pytest.importorskip("ray")
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from ascendra.server.launch import ServerProcess, metric
 
+pytestmark = pytest.mark.slow  # end to end: a live server
+
 MODEL = "SmolLM2-135M-Instruct"
 PROMPT = "The capital of France is"
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]

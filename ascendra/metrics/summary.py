@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ascendra.core.request import Request
-from ascendra.metrics.records import OK_STATUSES, TIME_EPS, RequestRecord
+from ascendra.metrics.records import OK_STATUSES, TIME_EPS, RequestRecord, tbt_met
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +105,7 @@ def summarize(records: Iterable[RequestRecord | Request], duration: float | None
 
     alive = ok & has
     met_ttft = alive & (ttft <= ttft_slo + TIME_EPS)
-    met_tbt = alive & (violations <= ngaps // 100)
+    met_tbt = alive & tbt_met(violations, ngaps)
     met_both = met_ttft & met_tbt
 
     if duration is None:
