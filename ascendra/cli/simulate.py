@@ -7,6 +7,7 @@ import argparse
 from tqdm import tqdm
 
 from ascendra.cli.common import add_scenario_args, scenario_from
+from ascendra.cluster.router import RouterConfig
 from ascendra.cluster.system import SYSTEMS, SystemConfig
 from ascendra.metrics import format_table, to_record, write_csv, write_json
 from ascendra.metrics.summary import summarize
@@ -30,8 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="vllm: max_num_batched_tokens; sarathi: token budget; ascendra: cap",
     )
     p.add_argument("--max-num-seqs", type=int, default=256)
-    p.add_argument("--offload-margin", type=float, default=0.2, help="ascendra: share of the TTFT SLO")
-    p.add_argument("--hp-dispatch-weight", type=float, default=2.0)
+    p.add_argument("--offload-margin", type=float, default=RouterConfig.offload_margin,
+                   help="ascendra: share of the TTFT SLO")
+    p.add_argument("--hp-dispatch-weight", type=float, default=RouterConfig.hp_dispatch_weight)
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
     p.add_argument("--csv", metavar="PATH", help="write one row per request as CSV")
     add_scenario_args(p, num_requests=5000)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ascendra.cluster.router import Role, Router, RouterConfig
-from ascendra.core.block_manager import BlockManager
+from ascendra.core.block_manager import WATERMARK, BlockManager
 from ascendra.core.config import KVCapacity
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.policies import make_scheduler
@@ -16,6 +16,7 @@ from ascendra.engine.executor import Executor
 from ascendra.engine.instance import Instance
 
 SYSTEMS = ("vllm", "sarathi", "ascendra")
+SARATHI_BUDGET = 512  # Sarathi-Serve's token budget for strict SLOs, when none is given
 
 
 @dataclass
@@ -27,15 +28,15 @@ class SystemConfig:
     # vllm: max_num_batched_tokens (None: the model's context, vLLM's default without chunking);
     # sarathi: the token budget; ascendra: the hard cap under the predicted-time budget.
     token_budget: int | None = None
-    max_num_seqs: int = 256
-    lp_tbt_target: float = 0.9
-    hp_tbt_target: float = 0.8
-    lp_ttft_target: float = 0.45
-    hp_ttft_target: float = 0.45
+    max_num_seqs: int = SchedulerConfig.max_num_seqs
+    lp_tbt_target: float = SchedulerConfig.tbt_target
+    hp_tbt_target: float = 0.8  # tighter: an HP instance protects the decodes it already runs
+    lp_ttft_target: float = SchedulerConfig.ttft_target
+    hp_ttft_target: float = SchedulerConfig.ttft_target
     hp_max_num_seqs: int = 128
-    offload_margin: float = 0.2
-    hp_dispatch_weight: float = 2.0
-    watermark: float = 0.01
+    offload_margin: float = RouterConfig.offload_margin
+    hp_dispatch_weight: float = RouterConfig.hp_dispatch_weight
+    watermark: float = WATERMARK
 
     def __post_init__(self) -> None:
         if self.system not in SYSTEMS:
@@ -66,7 +67,7 @@ class SystemConfig:
             return SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=self.max_num_seqs)
         if self.system == "sarathi":
             return SchedulerConfig(
-                max_num_batched_tokens=self.token_budget or 512, max_num_seqs=self.max_num_seqs
+                max_num_batched_tokens=self.token_budget or SARATHI_BUDGET, max_num_seqs=self.max_num_seqs
             )
         # Past ~1024 tokens an iteration gains little prefill efficiency on the GPU profiles, while
         # longer iterations slow every decode (measured: relaxed-SLO capacity one step higher on both
@@ -99,7 +100,7 @@ class SystemConfig:
         if self.system == "vllm":
             return f"vllm(mbt={self.token_budget or 'ctx'},seqs={self.max_num_seqs})"
         if self.system == "sarathi":
-            return f"sarathi(budget={self.token_budget or 512})"
+            return f"sarathi(budget={self.token_budget or SARATHI_BUDGET})"
         return f"ascendra({self.num_instances - self.num_hp}LP:{self.num_hp}HP,margin={self.offload_margin})"
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from ascendra.core.request import Request
 
+WATERMARK = 0.01  # share of the pool new admissions must leave free (vLLM's default)
+
 
 class BlockManager:
     """Owns the free list. A request's `block_ids` is its block table (read by the executor, written
@@ -16,7 +18,7 @@ class BlockManager:
     must leave `watermark` of the pool free so that running requests can keep appending without
     immediate preemption (vLLM's watermark)."""
 
-    def __init__(self, num_blocks: int, block_size: int = 16, watermark: float = 0.01) -> None:
+    def __init__(self, num_blocks: int, block_size: int = 16, watermark: float = WATERMARK) -> None:
         if num_blocks < 1 or block_size < 1:
             raise ValueError(f"need at least one block of at least one token, got {num_blocks}x{block_size}")
         self.num_blocks = num_blocks

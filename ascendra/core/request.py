@@ -90,17 +90,9 @@ class Request:
 
 
     @property
-    def first_token_time(self) -> float | None:
-        return self.token_times[0] if self.token_times else None
-
-    @property
     def ttft(self) -> float | None:
         return self.token_times[0] - self.arrival_time if self.token_times else None
 
     @property
     def is_finished(self) -> bool:
         return self.status.finished
-
-    def all_token_ids(self) -> list[int]:
-        assert self.prompt_token_ids is not None, "a simulated request carries no token ids"
-        return self.prompt_token_ids + self.output_token_ids

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ascendra.core.block_manager import BlockManager
+from ascendra.core.block_manager import WATERMARK, BlockManager
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.policies import make_scheduler
 from ascendra.core.request import Request
@@ -42,7 +42,7 @@ class InstanceSpec:
     policy: str = "sarathi"
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     perf_model: PerfModel | None = None  # resolved once in the server, shared by every instance
-    watermark: float = 0.01
+    watermark: float = WATERMARK
     threads: int = 1  # torch intra-op threads per instance process
     seed: int = 0
     # An LP instance of a system that offloads waits (briefly) after each report for the router's

@@ -106,7 +106,7 @@ class TorchExecutor:
 
 
 def _token_slice(req: Request, start: int, n: int) -> list[int]:
-    """req.all_token_ids()[start:start + n] without building the whole list every step."""
+    """(prompt + outputs)[start:start + n] without building the whole list every step."""
     prompt = req.prompt_token_ids
     if prompt is None:
         raise ValueError(f"request {req.request_id} carries no token ids (a simulated request?)")

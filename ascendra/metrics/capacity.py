@@ -38,10 +38,6 @@ class CapacityResult:
     converged: bool = False  # the bracket shrank to rel_tol
     num_steps: int = 0  # rates evaluated (each one run per seed)
 
-    def sorted_points(self) -> list[tuple[float, float]]:
-        return sorted(self.points)
-
-
 def _bisect(
     score_at: Callable[[float, int], float], *, target: float, seeds: Sequence[int], lo: float, hi: float,
     rel_tol: float, max_steps: int,

@@ -232,10 +232,6 @@ def named_config(name: str, **overrides: Any) -> ModelConfig:
     return replace(_NAMED[name], **overrides)
 
 
-def named_configs() -> list[str]:
-    return sorted(_NAMED)
-
-
 # Bytes per element of the dtypes an instance can run in.
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
