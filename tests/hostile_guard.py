@@ -84,7 +84,7 @@ class Guard:
             self.pause.clear()
 
 
-def wait_for(cond, timeout: float) -> bool:
+def wait_for(cond, timeout: float = 30.0) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if cond():

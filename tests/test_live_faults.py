@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 import httpx
 import openai
 import pytest
 
 from ascendra.server.launch import ServerProcess, metric
+from tests.hostile_guard import wait_for
 
 pytestmark = pytest.mark.slow  # end to end: a live server
 
@@ -32,15 +32,6 @@ def server():
 
 def metrics(server) -> str:
     return httpx.get(server.url + "/metrics", timeout=10).text
-
-
-def wait_for(cond, timeout: float = 30.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_disconnect_mid_stream_aborts_and_frees_blocks(server):
