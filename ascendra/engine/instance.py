@@ -52,12 +52,6 @@ class _TextState:
     sent: int = 0  # characters already streamed
 
 
-@dataclass(slots=True)
-class IterationResult:
-    finished: list[Request]  # the requests this iteration ended
-    outputs: list[RequestOutput]  # what each request produced, for its client (none in simulation)
-
-
 class Instance:
     """Also what the router sees of a local instance (`InstanceView`)."""
 
@@ -143,7 +137,7 @@ class Instance:
         if batch is None:
             return []
         out = self.executor.execute(batch)
-        return self.complete_iteration(batch, out, clock()).outputs
+        return self.complete_iteration(batch, out, clock())[1]
 
     def start_iteration(self, now: float) -> ScheduledBatch | None:
         """Choose the batch of an iteration starting at `now` (None: nothing to run)."""
@@ -154,8 +148,11 @@ class Instance:
             self.iterations.record_gap(now - self._busy_since)
         return batch
 
-    def complete_iteration(self, batch: ScheduledBatch, out: ExecuteOutput, now: float) -> IterationResult:
-        """Apply an executed iteration that ended at `now`."""
+    def complete_iteration(
+        self, batch: ScheduledBatch, out: ExecuteOutput, now: float
+    ) -> tuple[list[Request], list[RequestOutput]]:
+        """Apply an executed iteration that ended at `now`: the requests it ended, and what each
+        request produced for its client (nothing in simulation, where no one streams)."""
         outputs: list[RequestOutput] = []
         if out.errors is not None:
             for req, err in zip(batch.requests, out.errors, strict=True):
@@ -179,7 +176,7 @@ class Instance:
         for req in finished:
             if self.requests.pop(req.request_id, None) is not None:
                 self._drop(req)
-        return IterationResult(finished, outputs)
+        return finished, outputs
 
     def _output(self, req: Request, out: ExecuteOutput, i: int, now: float) -> RequestOutput:
         tok = req.output_token_ids[-1]

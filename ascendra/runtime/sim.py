@@ -56,7 +56,9 @@ def simulate(
         config, perf_model, capacity, lambda i: SimExecutor(perf_model, f"{seed}:{i}", noise)
     )
     offloading = router.config.offload
-    running: list[tuple[ScheduledBatch, ExecuteOutput] | None] = [None] * len(instances)
+    # The iteration each instance runs, and its executor's output (None while it idles).
+    batches: list[ScheduledBatch | None] = [None] * len(instances)
+    outputs: list[ExecuteOutput | None] = [None] * len(instances)
     instance_of = {}
     heap: list[tuple[float, int]] = []
     arrivals = sorted(requests, key=lambda r: r.arrival_time)
@@ -65,12 +67,10 @@ def simulate(
     def start(i: int, now: float) -> None:
         nonlocal num_iterations
         inst = instances[i]
-        batch = inst.start_iteration(now)
+        batch = batches[i] = inst.start_iteration(now)
         if batch is None:
-            running[i] = None
             return
-        out = inst.executor.execute(batch)
-        running[i] = (batch, out)
+        out = outputs[i] = inst.executor.execute(batch)
         num_iterations += 1
         heapq.heappush(heap, (now + out.duration, i))
 
@@ -79,14 +79,14 @@ def simulate(
         next_arrival = arrivals[a].arrival_time if a < n else math.inf
         if heap and heap[0][0] <= next_arrival:
             now, i = heapq.heappop(heap)
-            finished = instances[i].complete_iteration(*running[i], now).finished
+            finished = instances[i].complete_iteration(batches[i], outputs[i], now)[0]
             for r in finished:
                 instance_of[id(r)] = i
             if progress is not None and finished:
                 progress(len(finished))
             if offloading:
                 for _, h in router.offload(i, now):
-                    if running[h] is None:
+                    if batches[h] is None:
                         start(h, now)
             start(i, now)
         else:
@@ -98,7 +98,7 @@ def simulate(
                 req.finish_reason = req.status.value
                 continue
             i = router.dispatch(req, req.arrival_time)
-            if running[i] is None:
+            if batches[i] is None:
                 start(i, req.arrival_time)
 
     for inst in instances:  # nothing should be left; if something is, say so rather than drop it
