@@ -11,7 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from ascendra.core.projection import QueueView
+import numpy as np
+
+from ascendra.cluster.first_tokens import project
+from ascendra.core.projection import QueueView, misses_deadline
 from ascendra.core.request import Request
 
 
@@ -103,8 +106,9 @@ class Router:
     def offload(self, index: int, now: float) -> list[tuple[Request, int]]:
         """Project the first-token time of every request waiting on LP instance `index`, in the
         order its policy serves them, and move those that would come too late to the HP instance
-        that can still meet their deadline. Linear in the queue, no copies of scheduler state.
-        Returns the moves made as (request, HP index)."""
+        that can still meet their deadline, before their prefill starts. A few vectorised passes
+        over the queue's columns; no copies of scheduler state. Returns the moves as (request, HP
+        index)."""
         cfg = self.config
         if not cfg.offload or not self.hp or self.roles[index] != Role.LP:
             return []
@@ -112,30 +116,27 @@ class Router:
         if not view.num_waiting:
             return []  # nothing waiting, nothing to project (most iterations at moderate load)
         snap = view.snapshot()
-        rate = snap.prefill_rate()
-        ahead = sum(r.num_remaining_prefill for r in snap.prefilling)
-        margin = cfg.offload_margin
+        first, _ = project(snap, now)
+        _, _, deadline, ttft, alone = snap.columns
+        # In serving order (the late ones last), so that a request that leaves moves up exactly
+        # the ones served after it, by its own cost (`removed`). One that cannot make its
+        # deadline even served alone from now is beyond any instance's help.
+        order = np.concatenate([np.flatnonzero(~first.late), np.flatnonzero(first.late)])
+        times, cost = first.times[order], first.cost[order]
+        helpable = ~misses_deadline(now, alone, deadline, snap.projection.slowdown)[order]
+        threshold = (deadline - cfg.offload_margin * ttft)[order]
+        at_risk: list[int] = []
+        start, removed = 0, 0.0
+        while len(at_risk) < cfg.max_offloads_per_check and start < len(order):
+            risk = (times[start:] - removed > threshold[start:]) & helpable[start:]
+            j = int(risk.argmax())
+            if not risk[j]:
+                break
+            at_risk.append(int(order[start + j]))
+            removed += cost[start + j]
+            start += j + 1
         moves: list[tuple[Request, int]] = []
-        at_risk: list[Request] = []
-        # rate.time_for inlined: this loop touches every waiting request on every iteration.
-        per, full_t, base_t = rate.tokens_per_iteration, rate.iteration_time, rate.base_time
-        if per <= 0:
-            per, full_t, base_t = 1, math.inf, math.inf
-        slope = (full_t - base_t) / per
-        for req in snap.waiting:
-            # Waiting requests hold no KV (num_computed_tokens is 0): all their tokens are ahead.
-            out = req.output_token_ids
-            rem = req.prompt_len + len(out) if out else req.prompt_len
-            ahead += rem
-            full = ahead // per
-            part = ahead - full * per
-            t = now + full * full_t + (base_t + slope * part if part else 0.0)
-            if t > req.ttft_deadline - margin * req.slo.ttft and not out:
-                at_risk.append(req)
-                ahead -= rem  # if it leaves, the requests behind it move up
-                if len(at_risk) >= cfg.max_offloads_per_check:
-                    break
-        for req in at_risk:
+        for req in [snap.waiting[i] for i in at_risk]:  # positions first: take_waiting shifts them
             target = self._hp_for(req, now)
             if target is None:
                 continue
@@ -147,21 +148,14 @@ class Router:
         return moves
 
     def _hp_for(self, req: Request, now: float) -> int | None:
-        """The HP instance with the earliest projected first token for `req`, inserted by its
-        deadline into that instance's EDF order, if that still meets the deadline."""
+        """The HP instance with the earliest projected first token for `req`, inserted where its
+        policy would serve it (EDF: by deadline), if that still meets the deadline."""
         best, best_t = None, math.inf
         for h in self.hp:
             if not self.alive[h]:
                 continue
-            view = self.instances[h]
-            snap = view.snapshot()
-            ahead = sum(r.num_remaining_prefill for r in snap.prefilling) + req.num_remaining_prefill
-            for other in snap.waiting:
-                if other.ttft_deadline > req.ttft_deadline:
-                    break
-                if other.ttft_deadline >= now:  # missed ones are deferred behind (ascendra_hp)
-                    ahead += other.num_remaining_prefill
-            t = now + snap.prefill_rate().time_for(ahead)
-            if t <= req.ttft_deadline and t < best_t:
+            first, at = project(self.instances[h].snapshot(), now, joining=req)
+            t = first.times[at]
+            if not first.late[at] and t <= req.ttft_deadline and t < best_t:
                 best, best_t = h, t
         return best

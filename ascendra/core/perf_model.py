@@ -75,6 +75,10 @@ class PerfModel:
         if min(self._s) < -1e-12:
             raise ValueError("the token cost must not fall as the batch grows (a segment slope is negative)")
 
+    def token_slope(self, num_tokens: int) -> float:
+        """g'(T): what one more token costs in an iteration of `num_tokens` tokens."""
+        return self._s[bisect_left(self.knees, num_tokens)]
+
     def token_cost(self, num_tokens: int) -> float:
         """g(T): the linear layers' share of an iteration of `num_tokens` tokens."""
         j = bisect_left(self.knees, num_tokens)
@@ -97,6 +101,15 @@ class PerfModel:
             + self._cd * decode_context
             + self._cs * num_seqs
         )
+
+    @property
+    def attention_cost(self) -> float:
+        """Seconds per causal query-key pair of a prompt chunk."""
+        return self._cp
+
+    def prefill_time(self, num_tokens: int) -> float:
+        """A prompt of `num_tokens` prefilled alone, in one iteration."""
+        return self.predict_parts(num_tokens, 1, num_tokens * (num_tokens + 1) // 2, 0)
 
     def max_prefill_tokens(
         self, base: BatchShape, time_limit: float, context: int = 0, cap: int = 1 << 16
@@ -144,4 +157,4 @@ def isolated_decode_time(model: PerfModel, context: int = 1024) -> float:
 
 
 def isolated_prefill_time(model: PerfModel, prompt_len: int) -> float:
-    return model.predict(BatchShape.of([(0, prompt_len)]))
+    return model.prefill_time(prompt_len)

@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from ascendra.core.batch import BatchShape
 from ascendra.core.config import SchedulerConfig
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.request import Request
@@ -24,23 +27,72 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class PrefillRate:
-    """How fast an instance works through prompt tokens under its current decode load: full
-    iterations carry `tokens_per_iteration` prompt tokens in `iteration_time`; a last, partial one
-    costs in between `base_time` (the decodes alone) and a full one."""
+    """How fast an instance works through prompts under its current decode load.
+
+    Every iteration spends `base_time` on the decodes, and fills the rest under two budgets: at
+    most `tokens_per_iteration` prompt tokens (the iteration then lasting `iteration_time` plus
+    its chunks' attention), and, for the Ascendra policies, at most `time_limit` seconds. Attention
+    is counted per prompt, in causal query-key pairs: the same however the prompt is chunked, so
+    it adds up exactly."""
 
     tokens_per_iteration: int
-    iteration_time: float
+    iteration_time: float  # a full iteration without its chunks' attention
     base_time: float
+    attention_cost: float = 0.0  # seconds per query-key pair
+    time_limit: float | None = None
+    time_tokens: float = 0.0  # time budget: prompt tokens one iteration fits without attention
+    marginal_cost: float = 0.0  # time budget: seconds of one more token at that batch size
 
-    def time_for(self, tokens: int) -> float:
+    @classmethod
+    def of(cls, p: Projection, tokens: int, num_decodes: int, decode_context: int,
+           time_limit: float | None = None, time_tokens: int = 0) -> PrefillRate:
+        """`tokens` prompt tokens per iteration beside `num_decodes` decodes, timed by the model;
+        with a time limit, `time_tokens` is what fits it (its own attention included) when no
+        token cap applies."""
+        perf, k = p.perf_model, p.slowdown
+        base = BatchShape(num_decodes, num_decodes, 0, num_decodes, 0, decode_context)
+        full = BatchShape(num_decodes + tokens, num_decodes + 1, tokens, num_decodes, 0, decode_context)
+        attention = perf.attention_cost * k
+        rate = cls(tokens, perf.predict(full) * k, perf.predict(base) * k, attention)
+        if time_limit is None or time_tokens <= 0:
+            return rate
+        marginal = perf.token_slope(num_decodes + time_tokens) * k
+        if marginal <= 0:
+            return rate
+        # That chunk filled the limit with its own attention; without it, that much more.
+        linear = time_tokens + attention * time_tokens * (time_tokens + 1) / 2 / marginal
+        return replace(rate, time_limit=time_limit, time_tokens=linear, marginal_cost=marginal)
+
+    def cost(self, tokens, pairs):  # numbers, or numpy arrays of them: one formula for both
+        """Seconds the instance spends on `tokens` prompt tokens carrying `pairs` query-key pairs.
+        Under the token budget: its share of iterations of `tokens_per_iteration` tokens, plus its
+        attention. Under the time budget: iterations of `time_limit` seconds each fitting
+        `time_tokens` tokens, attention displacing tokens at the linear layers' marginal cost.
+        Which budget binds can change as a long prompt's chunks reach deeper contexts: the larger
+        total stands."""
         per = self.tokens_per_iteration
         if per <= 0:
-            return math.inf
-        full, part = divmod(tokens, per)
-        t = full * self.iteration_time
-        if part:
-            t += self.base_time + (self.iteration_time - self.base_time) * part / per
-        return t
+            return tokens * math.inf
+        by_tokens = tokens * (self.iteration_time / per) + pairs * self.attention_cost
+        if self.time_limit is None:
+            return by_tokens
+        per_token = self.time_limit / self.time_tokens
+        by_time = (tokens + pairs * self.attention_cost / self.marginal_cost) * per_token
+        return np.maximum(by_tokens, by_time)
+
+    def time_for(self, tokens, pairs=0.0):
+        """Seconds until a first token that needs `tokens` prompt tokens carrying `pairs`
+        query-key pairs computed first (fluid, plus the decodes beside the last chunk: within about
+        one iteration of playing the policy forward)."""
+        return self.cost(tokens, pairs) + self.base_time
+
+
+def misses_deadline(now, alone, deadline, slowdown: float):  # floats, or numpy arrays of them
+    """Whether a prompt that takes `alone` model-seconds when prefilled on its own can no longer
+    make its TTFT deadline: the Ascendra policies serve such a request after the others (it misses
+    either way, and going first would make others miss too), and no offload can save it. One
+    rule, read by the scheduler one request at a time and by the router for whole queues."""
+    return now + alone * slowdown > deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +131,7 @@ class QueueView:
     projection itself); the rest are figures taken when the view was made."""
 
     waiting: list[Request]  # not started, in the order the policy serves them
+    columns: np.ndarray  # the waiting requests' figures (see RequestQueue.columns), same order
     prefilling: list[Request]  # admitted, prompt partly computed
     num_decodes: int
     decode_context: int

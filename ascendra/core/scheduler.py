@@ -31,7 +31,7 @@ class Scheduler:
         self.config = config
         self.block_manager = block_manager
         self.perf_model = perf_model
-        self.waiting = RequestQueue(self.waiting_key)
+        self.waiting = RequestQueue(self.waiting_key, perf_model.prefill_time if perf_model else None)
         # Admitted requests, in the order they were admitted (their priority for preemption).
         self.running: list[Request] = []
         self.num_preemptions = 0
@@ -55,6 +55,9 @@ class Scheduler:
     # The order the waiting queue is served in (FCFS here); a static rule, so the router's
     # projection reads it without a scheduler.
     waiting_key: Callable[[Request], float] = staticmethod(lambda r: r.arrival_time)
+    # Whether requests that can no longer make their deadline wait behind the others
+    # (`misses_deadline`): the Ascendra policies' rule, which the projection must follow too.
+    defers_late = False
 
     def schedule(self, now: float) -> ScheduledBatch:
         """The batch of the next iteration, starting at `now`."""
@@ -73,18 +76,8 @@ class Scheduler:
         """How fast this policy gets through prompt tokens under the current decode load: the
         linear form of playing it forward, which is what the router projects with.
         The default is a fixed budget shared with the decodes (Sarathi's rule)."""
-        perf = p.perf_model
         tokens = max(0, p.config.max_num_batched_tokens - num_decodes)
-        base = decode_shape(num_decodes, decode_context)
-        full = BatchShape(
-            num_decodes + tokens,
-            num_decodes + 1,
-            tokens,
-            num_decodes,
-            tokens * (tokens + 1) // 2,
-            decode_context,
-        )
-        return PrefillRate(tokens, perf.predict(full) * p.slowdown, perf.predict(base) * p.slowdown)
+        return PrefillRate.of(p, tokens, num_decodes, decode_context)
 
     @staticmethod
     def ttft_floor(config: SchedulerConfig, perf_model: PerfModel) -> float:
@@ -210,24 +203,26 @@ class Scheduler:
         batch: ScheduledBatch,
         prefilling: list[Request],
         chunk_limit: Callable[[Request], int],
-        defer: Callable[[Request], bool] | None = None,
+        defer: Callable[[int], bool] | None = None,
     ) -> None:
         """Fill the batch with prompt chunks in the policy's order: partly prefilled requests and
         waiting ones merged by the waiting key. `chunk_limit(req)` is the most tokens the batch can
-        still take for that request (0 ends the batch). Waiting requests for which `defer` says so
-        are tried last. Stops at the first chunk whose blocks do not fit, as vLLM does."""
+        still take for that request (0 ends the batch). Waiting requests for which `defer(i)` (i:
+        the position in the waiting queue) says so are tried last. Stops at the first chunk whose
+        blocks do not fit, as vLLM does. (Admitting a request takes it out of the queue, so the
+        next one moves up to the same position.)"""
         key = self.waiting.key
         partial = sorted(prefilling, key=key)
-        waiting = self.waiting.as_list()
+        waiting, wkeys = self.waiting.as_list(), self.waiting.keys
         deferred: list[Request] = []
         pi = wi = 0
         while True:
-            if pi < len(partial) and (wi >= len(waiting) or key(partial[pi]) <= key(waiting[wi])):
+            if pi < len(partial) and (wi >= len(waiting) or key(partial[pi]) <= wkeys[wi]):
                 req = partial[pi]
                 pi += 1
             elif wi < len(waiting):
                 req = waiting[wi]
-                if defer is not None and defer(req):
+                if defer is not None and defer(wi):
                     deferred.append(req)
                     wi += 1
                     continue
@@ -318,7 +313,8 @@ class Scheduler:
                     min_tbt = r.slo.tbt
             else:
                 prefilling.append(r)
-        return QueueView(self.waiting.as_list(), prefilling, num_decodes, ctx, min_tbt, self.projection())
+        q = self.waiting
+        return QueueView(q.as_list(), q.columns, prefilling, num_decodes, ctx, min_tbt, self.projection())
 
 
 def decode_shape(num_decodes: int, decode_context: int) -> BatchShape:

@@ -29,7 +29,8 @@ from operator import attrgetter
 from ascendra.core.batch import BatchShape, ScheduledBatch
 from ascendra.core.config import SchedulerConfig
 from ascendra.core.perf_model import PerfModel
-from ascendra.core.projection import PrefillRate, Projection
+from ascendra.core.projection import PrefillRate, Projection, misses_deadline
+from ascendra.core.queue import ALONE, DEADLINE
 from ascendra.core.request import Request
 from ascendra.core.scheduler import Scheduler, decode_shape
 
@@ -48,6 +49,7 @@ def time_limit(config: SchedulerConfig, min_tbt: float | None, min_ttft_slo: flo
 
 class AscendraLPScheduler(Scheduler):
     name = "ascendra-lp"
+    defers_late = True
     waiting_key = staticmethod(lambda r: r.num_remaining_prefill)  # shortest remaining prompt first
 
     @staticmethod
@@ -59,18 +61,20 @@ class AscendraLPScheduler(Scheduler):
     @staticmethod
     def prefill_rate(p: Projection, num_decodes: int, decode_context: int, min_tbt: float | None
                      ) -> PrefillRate:
-        perf, cfg, k = p.perf_model, p.config, p.slowdown
-        base = decode_shape(num_decodes, decode_context)
-        base_time = perf.predict(base) * k
+        cfg = p.config
         limit = time_limit(cfg, min_tbt if num_decodes else None, p.min_ttft_slo)
         if limit is None:
-            tokens = cfg.max_idle_budget
-            return PrefillRate(tokens, perf.predict(BatchShape.of([(0, tokens)])) * k, base_time)
-        tokens = perf.max_prefill_tokens(base, limit / k, 0, cfg.max_num_batched_tokens - num_decodes)
+            return PrefillRate.of(p, cfg.max_idle_budget, num_decodes, decode_context)
+        base = decode_shape(num_decodes, decode_context)
+        cap = cfg.max_num_batched_tokens - num_decodes
+        # What the time budget alone fits (up to a few times the token cap: past that it never binds).
+        fits = p.perf_model.max_prefill_tokens(base, limit / p.slowdown, 0, 4 * cap)
+        tokens = min(fits, cap)
         if not num_decodes and tokens < cfg.min_prefill_chunk:  # the progress guarantee (_chunk_limit)
-            tokens = cfg.min_prefill_chunk
-            return PrefillRate(tokens, perf.predict(BatchShape.of([(0, tokens)])) * k, base_time)
-        return PrefillRate(tokens, max(limit, base_time), base_time)
+            return PrefillRate.of(p, cfg.min_prefill_chunk, num_decodes, decode_context)
+        if fits >= 4 * cap:
+            return PrefillRate.of(p, tokens, num_decodes, decode_context)
+        return PrefillRate.of(p, tokens, num_decodes, decode_context, limit, fits)
 
     def _schedule(self, now: float) -> ScheduledBatch:
         batch = ScheduledBatch()
@@ -78,21 +82,14 @@ class AscendraLPScheduler(Scheduler):
         self._fill_prefills(batch, prefilling, self._chunk_limit(batch), defer=self._hopeless(now))
         return batch
 
-    def _hopeless(self, now: float) -> Callable[[Request], bool] | None:
+    def _hopeless(self, now: float) -> Callable[[int], bool] | None:
         """A request that would miss its TTFT deadline even if its prefill ran alone from now on
-        is deferred behind those that still can make theirs: it counts as a miss either way, and
-        serving it first would make others miss too. It is still served, only later."""
-        perf, k = self.perf_model, self.slowdown
-        if perf is None:
+        is deferred behind those that still can make theirs (`misses_deadline`). It is still
+        served, only later. Reads the queue's stored figures, position by position."""
+        if self.perf_model is None:
             return None
-
-        def hopeless(req: Request) -> bool:
-            if req.output_token_ids:
-                return False  # preempted after its first token: no TTFT deadline left
-            n = req.num_remaining_prefill
-            return now + perf.predict_parts(n, 1, n * (n + 1) // 2, 0) * k > req.ttft_deadline
-
-        return hopeless
+        cols, k = self.waiting.raw_columns, self.slowdown
+        return lambda i: misses_deadline(now, cols[ALONE, i], cols[DEADLINE, i], k)
 
     def _chunk_limit(self, batch: ScheduledBatch) -> Callable[[Request], int]:
         cfg = self.config

@@ -7,7 +7,7 @@ running decodes for its whole duration (TBT spikes).
 
 from __future__ import annotations
 
-from ascendra.core.batch import BatchShape, ScheduledBatch
+from ascendra.core.batch import ScheduledBatch
 from ascendra.core.projection import PrefillRate, Projection
 from ascendra.core.scheduler import Scheduler
 
@@ -37,9 +37,4 @@ class VLLMScheduler(Scheduler):
     def prefill_rate(p: Projection, num_decodes: int, decode_context: int, min_tbt: float | None
                      ) -> PrefillRate:
         # Prefill-first: prompts run in steps of their own, at full budget, whatever is decoding.
-        perf = p.perf_model
-        tokens = p.config.max_num_batched_tokens
-        k = p.slowdown
-        return PrefillRate(
-            tokens, perf.predict(BatchShape.of([(0, tokens)])) * k, perf.predict(BatchShape()) * k
-        )
+        return PrefillRate.of(p, p.config.max_num_batched_tokens, 0, 0)

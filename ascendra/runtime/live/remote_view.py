@@ -29,8 +29,9 @@ class RemoteInstanceView:
         self.in_transit: dict[str, tuple[int | None, Request]] = {}  # id -> (seq sent, or None yet)
         self.stealing: set[str] = set()
         self.pending_prefill_tokens = 0
-        self._waiting = RequestQueue(projection.waiting_key)
-        self._snap = QueueView([], [], 0, 0, None, projection)
+        self._waiting = self._new_queue()
+        self._prefilling: list[Request] = []
+        self._now = projection  # the rule with the state the worker last reported, plus adds since
 
     # ---- InstanceView ------------------------------------------------------------------------
 
@@ -39,7 +40,9 @@ class RemoteInstanceView:
         return len(self._waiting)
 
     def snapshot(self) -> QueueView:
-        return self._snap
+        q, rep = self._waiting, self.report
+        return QueueView(q.as_list(), q.columns, self._prefilling, rep.num_decodes, rep.decode_context,
+                         rep.min_tbt, self._now)
 
     def take_waiting(self, request: Request) -> bool:
         rid = request.request_id
@@ -52,7 +55,7 @@ class RemoteInstanceView:
 
     def add_request(self, request: Request) -> None:
         self.in_transit[request.request_id] = (None, request)
-        self._snap.projection = self._snap.projection.with_ttft_slo(request.slo.ttft)
+        self._now = self._now.with_ttft_slo(request.slo.ttft)
         self._waiting.push(request)
         self.pending_prefill_tokens += request.num_remaining_prefill
 
@@ -77,7 +80,7 @@ class RemoteInstanceView:
             rid: (s, r) for rid, (s, r) in self.in_transit.items() if s is None or s > self.acked_seq
         }
         reqs = self._requests
-        queue = RequestQueue(self._projection.waiting_key)
+        queue = self._new_queue()
         pending = report.pending_prefill_tokens
         for e in report.waiting:
             req = reqs.get(e.request_id)
@@ -103,11 +106,11 @@ class RemoteInstanceView:
             queue.push(req)
             pending += req.num_remaining_prefill
             projection = projection.with_ttft_slo(req.slo.ttft)
-        self._waiting = queue
+        self._waiting, self._prefilling, self._now = queue, prefilling, projection
         self.pending_prefill_tokens = max(0, pending)
-        self._snap = QueueView(
-            queue.as_list(), prefilling, report.num_decodes, report.decode_context, report.min_tbt, projection
-        )
+
+    def _new_queue(self) -> RequestQueue:
+        return RequestQueue(self._projection.waiting_key, self._projection.perf_model.prefill_time)
 
     def reset(self) -> None:
         """The instance died: it holds nothing."""
