@@ -111,8 +111,8 @@ def _rates_along(snap: QueueView, slo: np.ndarray, late: np.ndarray) -> tuple[li
     same = np.zeros(len(slo), dtype=np.intp)
     counted = np.where(slo >= proj.ttft_floor, slo, np.inf)
     if not proj.policy.defers_late or not len(slo) or counted.min() == counted.max():
-        one = snap.projection.min_ttft_slo if not len(slo) else _or_none(counted.min())
-        return [_rate(snap, one if proj.policy.defers_late else proj.min_ttft_slo)], same
+        one = _or_none(counted.min()) if proj.policy.defers_late and len(slo) else proj.min_ttft_slo
+        return [snap.prefill_rate() if one == proj.min_ttft_slo else _rate(snap, one)], same
     order = np.concatenate([np.flatnonzero(~late), np.flatnonzero(late)])  # serving order
     still = np.empty_like(counted)
     still[order] = np.minimum.accumulate(counted[order][::-1])[::-1]  # suffix minimum

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ascendra.cluster.first_tokens import project
+from ascendra.cluster.first_tokens import attention_left, project
 from ascendra.core.projection import QueueView, misses_deadline
 from ascendra.core.request import Request
 
@@ -65,6 +65,8 @@ class Router:
         self.config = config or RouterConfig()
         self.hp = [i for i, r in enumerate(roles) if r == Role.HP]
         self.alive = [True] * len(instances)
+        # Which instances' queues are checked for offloads: LP ones, when there is an HP to go to.
+        self._offloads_from = [self.config.offload and bool(self.hp) and r == Role.LP for r in roles]
         self.num_offloads = 0
 
     def set_alive(self, index: int, alive: bool) -> None:
@@ -82,15 +84,15 @@ class Router:
         alive = [i for i, ok in enumerate(self.alive) if ok]
         if not alive:
             raise RuntimeError("no live instance to dispatch to")
-        snaps = {i: self.instances[i].snapshot() for i in alive}
-        slowdown = {i: s.projection.slowdown for i, s in snaps.items()}
-        fastest = min(slowdown.values())
+        snaps = [self.instances[i].snapshot() for i in alive]
+        fastest = min(s.projection.slowdown for s in snaps)
         best, best_key = -1, (math.inf, math.inf)
-        for i in alive:
-            view, snap = self.instances[i], snaps[i]
-            t = snap.prefill_rate().time_for(view.pending_prefill_tokens + request.num_remaining_prefill)
-            if slowdown[i] <= fastest * (1.0 + self.config.slowdown_tolerance):
-                t *= fastest / slowdown[i]  # as fast as the fastest: the difference is noise
+        for i, snap in zip(alive, snaps, strict=True):
+            t = snap.prefill_rate().time_for(self.instances[i].pending_prefill_tokens
+                                             + request.num_remaining_prefill)
+            slowdown = snap.projection.slowdown
+            if slowdown <= fastest * (1.0 + self.config.slowdown_tolerance):
+                t *= fastest / slowdown  # as fast as the fastest: the difference is noise
             if self.roles[i] == Role.HP:
                 t *= self.config.hp_dispatch_weight
             # Microsecond rounding: a projection is no finer than that, and float noise must not
@@ -109,22 +111,29 @@ class Router:
         that can still meet their deadline, before their prefill starts. A few vectorised passes
         over the queue's columns; no copies of scheduler state. Returns the moves as (request, HP
         index)."""
-        cfg = self.config
-        if not cfg.offload or not self.hp or self.roles[index] != Role.LP:
+        if not self._offloads_from[index]:
             return []
+        cfg = self.config
         view = self.instances[index]
         if not view.num_waiting:
             return []  # nothing waiting, nothing to project (most iterations at moderate load)
         snap = view.snapshot()
+        _, rem, deadline, ttft, alone = snap.columns
+        threshold = deadline - cfg.offload_margin * ttft
+        # Cheap bound first: even served after every prompt here, would each be in time? (The
+        # tightest budget is at the head, so the whole queue at the head's rate bounds them all.)
+        everything = snap.prefill_rate().time_for(float(rem.sum()) + _partial_tokens(snap),
+                                                  float((rem * (rem + 1) / 2).sum()) + _partial_pairs(snap))
+        if now + everything <= threshold.min():
+            return []
         first, _ = project(snap, now)
-        _, _, deadline, ttft, alone = snap.columns
         # In serving order (the late ones last), so that a request that leaves moves up exactly
         # the ones served after it, by its own cost (`removed`). One that cannot make its
         # deadline even served alone from now is beyond any instance's help.
         order = np.concatenate([np.flatnonzero(~first.late), np.flatnonzero(first.late)])
         times, cost = first.times[order], first.cost[order]
         helpable = ~misses_deadline(now, alone, deadline, snap.projection.slowdown)[order]
-        threshold = (deadline - cfg.offload_margin * ttft)[order]
+        threshold = threshold[order]
         at_risk: list[int] = []
         start, removed = 0, 0.0
         while len(at_risk) < cfg.max_offloads_per_check and start < len(order):
@@ -159,3 +168,11 @@ class Router:
             if not first.late[at] and t <= req.ttft_deadline and t < best_t:
                 best, best_t = h, t
         return best
+
+
+def _partial_tokens(snap: QueueView) -> int:
+    return sum(r.num_remaining_prefill for r in snap.prefilling)
+
+
+def _partial_pairs(snap: QueueView) -> int:
+    return sum(attention_left(r) for r in snap.prefilling)

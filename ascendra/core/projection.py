@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ascendra.core.batch import BatchShape
 from ascendra.core.config import SchedulerConfig
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.request import Request
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     from ascendra.core.scheduler import Scheduler
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen (treat as immutable): built several times per router decision
 class PrefillRate:
     """How fast an instance works through prompts under its current decode load.
 
@@ -50,18 +49,18 @@ class PrefillRate:
         with a time limit, `time_tokens` is what fits it (its own attention included) when no
         token cap applies."""
         perf, k = p.perf_model, p.slowdown
-        base = BatchShape(num_decodes, num_decodes, 0, num_decodes, 0, decode_context)
-        full = BatchShape(num_decodes + tokens, num_decodes + 1, tokens, num_decodes, 0, decode_context)
+        # predict_parts: the shapes of the decodes alone and with one chunk (its attention apart).
+        base = perf.predict_parts(num_decodes, num_decodes, 0, decode_context) * k
+        full = perf.predict_parts(num_decodes + tokens, num_decodes + 1, 0, decode_context) * k
         attention = perf.attention_cost * k
-        rate = cls(tokens, perf.predict(full) * k, perf.predict(base) * k, attention)
         if time_limit is None or time_tokens <= 0:
-            return rate
+            return cls(tokens, full, base, attention)
         marginal = perf.token_slope(num_decodes + time_tokens) * k
         if marginal <= 0:
-            return rate
+            return cls(tokens, full, base, attention)
         # That chunk filled the limit with its own attention; without it, that much more.
         linear = time_tokens + attention * time_tokens * (time_tokens + 1) / 2 / marginal
-        return replace(rate, time_limit=time_limit, time_tokens=linear, marginal_cost=marginal)
+        return cls(tokens, full, base, attention, time_limit, linear, marginal)
 
     def cost(self, tokens, pairs):  # numbers, or numpy arrays of them: one formula for both
         """Seconds the instance spends on `tokens` prompt tokens carrying `pairs` query-key pairs.
@@ -95,7 +94,7 @@ def misses_deadline(now, alone, deadline, slowdown: float):  # floats, or numpy 
     return now + alone * slowdown > deadline
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen (treat as immutable): one per snapshot, on the router's hot path
 class Projection:
     """An instance's budget rule with the state it reads, and nothing else."""
 
@@ -137,8 +136,12 @@ class QueueView:
     decode_context: int
     min_tbt: float | None
     projection: Projection | None  # None when the instance has no performance model
+    _rate: PrefillRate | None = None
 
     def prefill_rate(self) -> PrefillRate:
-        if self.projection is None:
-            raise ValueError("projections need a performance model")
-        return self.projection.prefill_rate(self.num_decodes, self.decode_context, self.min_tbt)
+        """The rate at the head of the queue (computed once per view)."""
+        if self._rate is None:
+            if self.projection is None:
+                raise ValueError("projections need a performance model")
+            self._rate = self.projection.prefill_rate(self.num_decodes, self.decode_context, self.min_tbt)
+        return self._rate

@@ -84,7 +84,7 @@ class Instance:
 
     @property
     def num_waiting(self) -> int:
-        return self.scheduler.num_waiting
+        return len(self.scheduler.waiting)
 
     def snapshot(self) -> QueueView:
         return self.scheduler.snapshot()
