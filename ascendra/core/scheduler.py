@@ -7,7 +7,6 @@ share: the waiting queue and the running list, block accounting, preemption by r
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
 from collections.abc import Callable
 
 from ascendra.core.batch import BatchShape, ScheduledBatch
@@ -17,6 +16,7 @@ from ascendra.core.perf_model import PerfModel
 from ascendra.core.projection import PrefillRate, Projection, QueueView
 from ascendra.core.queue import RequestQueue
 from ascendra.core.request import Request, RequestStatus
+from ascendra.core.ttft_slos import PendingTTFT
 
 SLOWDOWN_GAIN = 0.2  # weight of the newest iteration in the slowdown average
 SLOWDOWN_RANGE = (0.2, 10.0)  # one wild measurement (a descheduled process) moves it only so far
@@ -44,11 +44,7 @@ class Scheduler:
         # scattered as measured); live, it is learnt from the `now`s given to schedule and update,
         # no clock read.
         self.slowdown = 1.0
-        # TTFT SLOs of the requests here that have no first token yet, sorted: the Ascendra
-        # budgets read the tightest. Only requests present count, so a request's SLO stops
-        # shaping this instance's iterations the moment it has its first token or leaves.
-        self._ttft_slos: list[float] = []
-        self._ttft_floor = 0.0 if perf_model is None else self.ttft_floor(config, perf_model)
+        self._pending_ttft = PendingTTFT(0.0 if perf_model is None else self.ttft_floor(config, perf_model))
 
     # ---- policy hooks --------------------------------------------------------------------------
 
@@ -95,15 +91,13 @@ class Scheduler:
     def min_ttft_slo(self) -> float | None:
         """The tightest TTFT SLO, at or above the policy's floor, among the requests here still
         waiting for their first token."""
-        slos = self._ttft_slos
-        i = bisect_left(slos, self._ttft_floor) if self._ttft_floor else 0
-        return slos[i] if i < len(slos) else None
+        return self._pending_ttft.tightest()
 
     # ---- requests in and out -------------------------------------------------------------------
 
     def add_request(self, request: Request) -> None:
         if not request.started:  # a preempted request is still counted from its first admission
-            insort(self._ttft_slos, request.slo.ttft)
+            self._pending_ttft.add(request.slo.ttft)
         request.status = RequestStatus.WAITING
         self.pending_prefill_tokens += request.num_remaining_prefill
         self.waiting.push(request)
@@ -115,12 +109,8 @@ class Scheduler:
         if not self.waiting.remove(request):
             return False
         self.pending_prefill_tokens -= request.num_remaining_prefill
-        self._drop_ttft_slo(request)
+        self._pending_ttft.remove(request.slo.ttft)
         return True
-
-    def _drop_ttft_slo(self, request: Request) -> None:
-        slos = self._ttft_slos
-        del slos[bisect_left(slos, request.slo.ttft)]
 
     def finish(self, request: Request, status: RequestStatus, reason: str | None = None) -> None:
         """End a request from outside `update`: abort, stop string, failure. Frees its blocks."""
@@ -134,7 +124,7 @@ class Scheduler:
         else:
             return
         if not request.output_token_ids:
-            self._drop_ttft_slo(request)
+            self._pending_ttft.remove(request.slo.ttft)
         self.block_manager.free(request)
         request.status = status
         request.finish_reason = status.value
@@ -276,7 +266,7 @@ class Scheduler:
                     continue  # a prompt chunk that does not reach the end samples nothing
                 req.is_decode = True
                 if not out:
-                    self._drop_ttft_slo(req)  # its first token
+                    self._pending_ttft.remove(req.slo.ttft)  # its first token
             tok = 0 if token_ids is None else token_ids[i]
             out.append(tok)
             req.token_times.append(now)
