@@ -93,6 +93,7 @@ def test_killed_instance_fails_its_started_requests_the_rest_keep_working_and_it
     # Kill the LP instance once tokens are flowing (requests land on the LP first).
     assert wait_for(lambda: metric(metrics(server), "ascendra_tbt_seconds_count", ) > 0 and
                     metric(metrics(server), "ascendra_kv_blocks_used", instance="0") > 0, 60)
+    killed_steps = metric(metrics(server), "ascendra_instance_steps", instance="0")
     os.kill(lp["pid"], signal.SIGKILL)
     # Reported at once (the restart waits a 1 s back-off, then the model loads).
     assert wait_for(lambda: server.health()["status"] == "degraded", 5)
@@ -113,7 +114,11 @@ def test_killed_instance_fails_its_started_requests_the_rest_keep_working_and_it
     health = server.health()
     assert health["instances"][0]["restarts"] == 1 and health["instances"][0]["pid"] != lp["pid"]
     assert "signal 9" in health["instances"][0]["death"]
+    log = server.output()  # the server's log says what happened to whom
+    assert "instance 0" in log and "died" in log and "restarts in" in log and "failed" in log
     assert metric(metrics(server), "ascendra_instance_restarts_total", instance="0") == 1
+    # Its iteration count starts again from the new worker's first report.
+    assert wait_for(lambda: metric(metrics(server), "ascendra_instance_steps", instance="0") < killed_steps, 30)
     steps = metric(metrics(server), "ascendra_instance_steps", instance="0")
     again: list = []
     threads = [threading.Thread(target=_complete, args=(server, f"Count to {k}.", 6, again)) for k in (3, 4)]

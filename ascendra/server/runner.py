@@ -60,6 +60,11 @@ class DrainingServer(uvicorn.Server):
 def serve_app(app: FastAPI, sock: socket.socket, drain_timeout: float, log_level: str = "info") -> None:
     """Serve on `sock`, already bound and listening (`ascendra serve` binds it before loading models)."""
     host, port = sock.getsockname()[:2]
+    # The server's own log (worker failures, restarts, dropped frames) beside uvicorn's, on stderr.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    logging.getLogger("ascendra").addHandler(handler)
+    logging.getLogger("ascendra").setLevel(log_level.upper())
     config = uvicorn.Config(app, host=host, port=port, loop="asyncio", log_level=log_level,
                             timeout_graceful_shutdown=5, timeout_keep_alive=5)
     DrainingServer(config, app, drain_timeout).run(sockets=[sock])
