@@ -118,7 +118,8 @@ def test_killed_instance_fails_its_started_requests_the_rest_keep_working_and_it
     assert "instance 0" in log and "died" in log and "restarts in" in log and "failed" in log
     assert metric(metrics(server), "ascendra_instance_restarts_total", instance="0") == 1
     # Its iteration count starts again from the new worker's first report.
-    assert wait_for(lambda: metric(metrics(server), "ascendra_instance_steps", instance="0") < killed_steps, 30)
+    assert wait_for(lambda: metric(metrics(server), "ascendra_instance_steps", instance="0") < killed_steps,
+                    30)
     steps = metric(metrics(server), "ascendra_instance_steps", instance="0")
     again: list = []
     threads = [threading.Thread(target=_complete, args=(server, f"Count to {k}.", 6, again)) for k in (3, 4)]
