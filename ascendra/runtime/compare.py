@@ -42,7 +42,7 @@ def compare(
     tick = progress.update if progress is not None else None
     flat = [(name, c) for name, cs in configs.items() for c in cs]
     if progress is not None:
-        progress.expect(len(flat) * plan.expected_runs(capacity_job))
+        progress.expect(len(flat) * plan.capacity_runs())
     found = parallel_map(capacity_job, [(scenario, c, plan) for _, c in flat], workers, tick)
     tried: dict[str, list[tuple[SystemConfig, dict[float, CapacityResult], Runs]]] = {n: [] for n in configs}
     for (name, c), (caps, runs) in zip(flat, found, strict=True):
@@ -52,7 +52,7 @@ def compare(
             for n, ts in tried.items() if ts}
     names = list(best)
     if progress is not None:
-        progress.expect(len(names) * plan.expected_runs(detail_job))
+        progress.expect(len(names) * plan.detail_runs())
     details = parallel_map(
         detail_job, [(scenario, best[n][0], plan, best[n][2]) for n in names], workers, tick
     )
