@@ -64,6 +64,13 @@ def test_compare_reports_only_sustained_capacities_never_above_saturation() -> N
     assert 0 < row["capacity@99% / saturation"] <= 1
 
 
+@pytest.mark.parametrize("command", ["capacity", "simulate"])
+def test_help_prints(command: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0 and "--setting" in capsys.readouterr().out
+
+
 def test_the_command_prints_no_ratio_above_one(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "cap.json"
     rc = main(["capacity", "--setting", "S5", "--systems", "sarathi,lp-only", "--num-requests", "300",

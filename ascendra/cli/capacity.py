@@ -51,12 +51,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="simulation processes (default: the machine's CPUs, %(default)s)")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke run, under a minute: {QUICK['num_requests']} requests per run, 1 seed, "
-                   f"{QUICK['rel_tol']:.0%} bisection; rough figures, not for comparison")
+                   f"{QUICK['rel_tol']:.0%}% bisection; rough figures, not for comparison")
     p.add_argument("--plot", metavar="PNG", default="capacity.png", help="attainment vs rate (default: "
                    "%(default)s; '' for none)")
     p.add_argument("--json", metavar="PATH", help="write the figures as JSON")
-    add_scenario_args(p, num_requests=FULL["num_requests"])
-    p.set_defaults(num_requests=None)
+    add_scenario_args(p, num_requests=None,
+                      default_text=f"{FULL['num_requests']}; with --quick, {QUICK['num_requests']}")
     return p
 
 

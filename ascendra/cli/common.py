@@ -13,11 +13,14 @@ from ascendra.workload.arrivals import ARRIVAL_KINDS
 CUSTOM = Setting("custom", "custom scenario", "conv", "poisson")
 
 
-def add_scenario_args(p: argparse.ArgumentParser, *, num_requests: int) -> None:
+def add_scenario_args(
+    p: argparse.ArgumentParser, *, num_requests: int | None, default_text: str = ""
+) -> None:
+    """The scenario flags; `default_text` says what --num-requests defaults to when it is None."""
     g = p.add_argument_group("scenario (a --setting, or its parts; a flag given overrides the setting's)")
     g.add_argument(
         "--setting", type=str.upper, choices=list(SETTINGS),
-        help="; ".join(f"{s.name}: {s.title}" for s in SETTINGS.values()),
+        help="; ".join(f"{s.name}: {s.title}" for s in SETTINGS.values()).replace("%", "%%"),
     )
     g.add_argument(
         "--trace", metavar="CSV",
@@ -38,7 +41,8 @@ def add_scenario_args(p: argparse.ArgumentParser, *, num_requests: int) -> None:
     )
     g.add_argument("--slo", choices=list(SLO_RULES), help="SLO rule (default: the setting's, else strict)")
     g.add_argument(
-        "--num-requests", type=int, default=num_requests, help="requests per run (default: %(default)s)"
+        "--num-requests", type=int, default=num_requests,
+        help=f"requests per run (default: {default_text or num_requests})",
     )
     g.add_argument(
         "--arrival", choices=[*ARRIVAL_KINDS, "replay"],
