@@ -1,4 +1,5 @@
-"""Metrics: per-request SLO verdicts, run summaries, capacity bisection, plots and reports."""
+"""Metrics: per-request SLO verdicts, run summaries, plots and reports (the capacity search and the
+sustained gate: tests/test_capacity_search.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,8 @@ import pytest
 from ascendra.core.request import SLO, Request, RequestStatus
 from ascendra.metrics import (
     RequestRecord,
-    find_capacity,
     format_table,
     gap_percentile,
-    saturation_rate,
     summarize,
     to_record,
     write_csv,
@@ -128,39 +127,6 @@ def test_summary_reads_requests_and_counts_unfinished_as_failed() -> None:
 def test_empty_summary_is_nan_not_an_error() -> None:
     s = summarize([])
     assert s.num_requests == 0 and math.isnan(s.attainment) and math.isnan(s.ttft_p50)
-
-
-# --- capacity search ---------------------------------------------------------------------------
-
-
-def cliff(threshold: float):
-    """Attainment that drops from ~1 to ~0 around `threshold`, with a small per-seed offset."""
-    return lambda rate, seed: 1.0 / (1.0 + math.exp((rate - threshold - 0.01 * seed) * 20))
-
-
-def test_capacity_bisection_finds_a_known_threshold() -> None:
-    # mean over seeds 0..2 crosses 0.99 where rate ~= 7.3 + 0.01 - ln(99)/20 (about 7.08)
-    want = 7.31 - math.log(99) / 20
-    res = find_capacity(cliff(7.3), target=0.99, seeds=[0, 1, 2], lo=1.0, hi=20.0, rel_tol=0.01)
-    assert res.converged and not res.below_lo and not res.above_hi
-    assert res.capacity <= want + 0.02 and res.capacity == pytest.approx(want, rel=0.02)
-    assert all(a >= 0.99 for r, a in res.points if r <= res.capacity)
-    assert res.num_steps == len(res.points) <= 20
-
-
-def test_capacity_expands_hi_and_reports_lo_failure() -> None:
-    res = find_capacity(cliff(40.0), target=0.9, seeds=[0], lo=1.0, hi=5.0)
-    assert res.capacity == pytest.approx(40.0 - math.log(9) / 20, rel=0.02)
-    assert max(r for r, _ in res.points) >= 40.0  # hi doubled past the cliff
-    none = find_capacity(cliff(0.5), target=0.99, seeds=[0, 1], lo=2.0, hi=10.0)
-    assert none.below_lo and none.capacity == 0.0 and len(none.points) == 1
-    budget = find_capacity(lambda r, s: 1.0, target=0.99, seeds=[0], lo=1.0, hi=2.0, max_steps=4)
-    assert budget.above_hi and budget.capacity == 8.0
-
-
-def test_saturation_rate_of_a_system_that_serves_five_per_second() -> None:
-    res = saturation_rate(lambda rate, seed: min(rate, 5.0), seeds=[0], lo=0.5, hi=2.0, rel_tol=0.005)
-    assert res.capacity == pytest.approx(5.0 / 0.95, rel=0.01)
 
 
 # --- plots and reports -------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from ascendra.core.perf_model import PerfModel
 from ascendra.core.request import SLO, Request, RequestStatus
 from ascendra.engine.sim_executor import SimExecutor
 from ascendra.metrics import summarize
-from ascendra.runtime.experiment import Scenario, sustained_share
+from ascendra.metrics.sustained import served_share
+from ascendra.runtime.experiment import Scenario
 from ascendra.runtime.sim import simulate
 
 SC = Scenario(profile="a100-llama-3-8b", workload="conv", slo="strict", num_requests=400)
@@ -57,7 +58,7 @@ def test_queueing_shows_up_in_ttft_and_saturation():
     low, _ = SC.run(SystemConfig("sarathi", token_budget=512), 5.0, 0)
     high, res = SC.run(SystemConfig("sarathi", token_budget=512), 200.0, 0)
     assert high.ttft_p90 > 5 * low.ttft_p90
-    assert sustained_share(res.requests) < 0.6  # far past saturation the queue only grows
+    assert served_share(res.requests) < 0.6  # far past saturation the queue only grows
 
 
 def test_requests_too_long_for_the_model_fail_with_a_reason():

@@ -1,14 +1,33 @@
-"""Arguments shared by the simulation subcommands."""
+"""Arguments shared by the simulation subcommands: a setting (S1-S5) and the flags that override it."""
 
 from __future__ import annotations
 
 import argparse
 
-from ascendra.runtime.experiment import SLO_PRESETS, Scenario
+from ascendra.runtime.experiment import Scenario
+from ascendra.runtime.settings import SETTINGS, Setting, setting
+from ascendra.runtime.slo_rules import SLO_RULES
+from ascendra.workload.arrivals import ARRIVAL_KINDS
+
+# Without --setting: conv lengths, Poisson, strict SLOs (the headline); with --trace, a replay of it.
+CUSTOM = Setting("custom", "custom scenario", "conv", "poisson")
 
 
-def add_scenario_args(p: argparse.ArgumentParser, *, num_requests: int) -> None:
-    g = p.add_argument_group("scenario")
+def add_scenario_args(
+    p: argparse.ArgumentParser, *, num_requests: int | None, default_text: str = ""
+) -> None:
+    """The scenario flags; `default_text` says what --num-requests defaults to when it is None."""
+    g = p.add_argument_group("scenario (a --setting, or its parts; a flag given overrides the setting's)")
+    g.add_argument(
+        "--setting", type=str.upper, choices=list(SETTINGS),
+        help="; ".join(f"{s.name}: {s.title}" for s in SETTINGS.values()).replace("%", "%%"),
+    )
+    g.add_argument(
+        "--trace", metavar="CSV",
+        help="a timestamped trace to replay with its own timing (S1 needs one: the Azure conv trace, "
+        "AzureLLMInferenceTrace_conv.csv from github.com/Azure/AzurePublicDataset, or Vidur's "
+        "splitwise_conv.csv)",
+    )
     g.add_argument(
         "--profile",
         default="a100-llama-3-8b",
@@ -17,33 +36,38 @@ def add_scenario_args(p: argparse.ArgumentParser, *, num_requests: int) -> None:
     )
     g.add_argument(
         "--workload",
-        default="conv",
-        help="fitted lengths (conv, code, arxiv, cpu-small) or a trace CSV (default: %(default)s)",
+        help="fitted lengths (conv, code, arxiv, cpu-small) or a trace CSV whose first rows are "
+        "rescaled to the rate (default: the setting's, else conv)",
+    )
+    g.add_argument("--slo", choices=list(SLO_RULES), help="SLO rule (default: the setting's, else strict)")
+    g.add_argument(
+        "--num-requests", type=int, default=num_requests,
+        help=f"requests per run (default: {default_text or num_requests})",
     )
     g.add_argument(
-        "--slo", default="strict", choices=sorted(SLO_PRESETS), help="SLO setting (default: %(default)s)"
+        "--arrival", choices=[*ARRIVAL_KINDS, "replay"],
+        help="arrival process (default: the setting's, else poisson; replay with --trace)",
     )
-    g.add_argument(
-        "--num-requests", type=int, default=num_requests, help="requests per run (default: %(default)s)"
-    )
-    g.add_argument("--arrival", default="poisson", choices=["poisson", "gamma"])
-    g.add_argument("--cv", type=float, default=1.0, help="coefficient of variation of gamma arrivals")
+    g.add_argument("--cv", type=float, help="coefficient of variation of gamma arrivals")
     g.add_argument("--instances", type=int, default=4, help="instances in the cluster (default: %(default)s)")
-    g.add_argument(
-        "--hp-instances", type=int, default=1, help="ascendra: HP instances (default: %(default)s)"
-    )
+
+
+def setting_from(args: argparse.Namespace) -> Setting:
+    if args.setting:
+        return setting(args.setting)
+    if args.trace:
+        return Setting("custom", f"{args.trace} replayed", None, "replay")
+    return CUSTOM
 
 
 def scenario_from(args: argparse.Namespace) -> Scenario:
     if args.num_requests < 1:
         raise ValueError("--num-requests must be at least 1")
-    sc = Scenario(
-        profile=args.profile,
-        workload=args.workload,
-        slo=args.slo,
-        num_requests=args.num_requests,
-        arrival=args.arrival,
-        cv=args.cv,
+    sc = setting_from(args).scenario(
+        trace=args.trace, profile=args.profile, workload=args.workload, slo=args.slo,
+        num_requests=args.num_requests, arrival=args.arrival, cv=args.cv,
     )
     sc.loaded  # load now: a bad profile name fails before any work starts  # noqa: B018
+    if sc.arrival == "replay":
+        sc.trace  # likewise a missing or malformed trace  # noqa: B018
     return sc

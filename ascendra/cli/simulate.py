@@ -11,7 +11,6 @@ from ascendra.cluster.router import RouterConfig
 from ascendra.cluster.system import SYSTEMS, SystemConfig
 from ascendra.metrics import format_table, to_record, write_csv, write_json
 from ascendra.metrics.summary import summarize
-from ascendra.runtime.experiment import slo_spec
 from ascendra.runtime.sim import simulate
 
 
@@ -34,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--offload-margin", type=float, default=RouterConfig.offload_margin,
                    help="ascendra: share of the TTFT SLO")
     p.add_argument("--hp-dispatch-weight", type=float, default=RouterConfig.hp_dispatch_weight)
+    p.add_argument("--hp-instances", type=int, default=1,
+                   help="ascendra: HP instances (default: %(default)s)")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
     p.add_argument("--csv", metavar="PATH", help="write one row per request as CSV")
     add_scenario_args(p, num_requests=5000)
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         result = simulate(system, sc.perf, requests, progress=bar.update, seed=args.seed,
                           capacity=sc.capacity)
     s = summarize(result.requests)
-    print(slo_spec(args.slo).describe(sc.perf))
+    print(sc.describe())
     row = {
         "system": system.label(),
         "rate": args.rate,
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     print(format_table([{"metric": k, "value": row[k]} for k in keys]))
     if args.json:
-        write_json(args.json, {"profile": args.profile, "workload": args.workload, "slo": args.slo, **row})
+        write_json(args.json, {"profile": args.profile, "scenario": sc.describe(), **row})
     if args.csv:
         write_csv(
             args.csv,

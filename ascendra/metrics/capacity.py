@@ -1,25 +1,30 @@
-"""Capacity search: the highest arrival rate at which SLO attainment stays at or above a target.
+"""Capacity search: the highest arrival rate at which SLO attainment stays at or above a target at a
+rate the system also keeps up with, and the no-SLO saturation rate, by one bisection.
 
-The caller passes `attainment_at(rate, seed) -> share in [0, 1]` (typically: build a workload at
-that rate and seed, simulate it, `summarize(...).attainment`). The attainment at a rate is the MEAN
-over the given seeds, one run each: averaging smooths the noise of single runs and makes the
-search's verdict at a rate one number, so bisection stays well defined.
+The caller passes `run_at(rate, seed) -> RunScore`: one run's attainment (the share of requests
+meeting both SLOs) and its served share (`metrics.sustained.served_share`: about 1 while the
+system keeps up, the served fraction of the offered load once it does not). The two rates:
 
-Search:
-1. Evaluate `lo`. If it misses the target, the capacity is reported as 0.0 with `below_lo=True`:
-   the system has no capacity at or above `lo` (a lower `lo` may find some).
+- **capacity** at a target: every seed's run keeps up (served share >= SUSTAINED_MIN) and the MEAN
+  attainment over the seeds is at or above the target. Averaging smooths the noise of single runs
+  and makes the verdict at a rate one number; requiring every seed to keep up means a reported
+  capacity is a rate that was sustained, not one whose backlog was still building when the run
+  ended. `seeds` of one gives a single seed's capacity (its spread across seeds).
+- **saturation**: every seed's run keeps up, SLOs aside.
+
+Search (`search`, for any score and target):
+1. Evaluate `lo`. If it misses the target, the result is 0.0 with `below_lo=True`.
 2. Evaluate `hi`; while it still meets the target, move `lo` to it and double `hi` (at most
-   `max_steps` evaluations in all; if the budget runs out first, `above_hi=True` and the capacity is
-   the highest rate tried).
-3. Bisect [lo, hi] until hi - lo <= rel_tol * lo. The capacity is `lo`: the highest rate evaluated
-   that met the target with every evaluated higher rate missing it. Attainment is assumed to fall
-   with rate; with noise, a higher rate above a failing one is not explored.
+   `max_steps` evaluations in all; if the budget runs out first, `above_hi=True`).
+3. Bisect [lo, hi] until hi - lo <= rel_tol * lo. The result is `lo`: the highest rate evaluated
+   that met the target with every evaluated higher rate missing it.
 
-`saturation_rate` is the same search on a different score: the highest offered rate the system
-sustains without SLOs, i.e. whose achieved request throughput stays >= `min_ratio` (0.95) of the
-offered rate. Pass `throughput_at(rate, seed)` = `summarize(...).request_throughput` of a run of a
-fixed number of requests: when the queue grows, completions lag arrivals, the run's span stretches
-past the arrival window, and throughput / rate falls below 1.
+**A capacity never exceeds the saturation rate of the same seeds** searched over the same bracket:
+the capacity verdict at a rate implies the saturation verdict there, so the two bisections take
+the same steps until the first rate r where capacity fails and saturation passes; from then on
+every capacity candidate is below r and every saturation candidate above it. (Searched separately,
+with other brackets or seeds, noise let a short run print capacity / saturation = 1.03.) Callers
+memoise `run_at`, so the shared steps cost one run each.
 """
 
 from __future__ import annotations
@@ -27,23 +32,38 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+# A run keeps up when it serves at least this share of the offered load (see metrics.sustained).
+SUSTAINED_MIN = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class RunScore:
+    """What a capacity search needs from one run at one rate and seed."""
+
+    attainment: float  # share of requests meeting both SLOs
+    served: float  # served share of the offered load (metrics.sustained.served_share)
+
+    @property
+    def keeps_up(self) -> bool:
+        return self.served >= SUSTAINED_MIN
+
 
 @dataclass(slots=True)
 class CapacityResult:
     capacity: float  # requests/s; 0.0 when even lo misses the target
     target: float
-    points: list[tuple[float, float]] = field(default_factory=list)  # (rate, mean score), evaluation order
-    below_lo: bool = False  # lo missed the target: capacity is below lo (reported as 0.0)
+    points: list[tuple[float, float]] = field(default_factory=list)  # (rate, score), evaluation order
+    below_lo: bool = False  # lo missed the target: the rate is below lo (reported as 0.0)
     above_hi: bool = False  # the step budget ran out while still meeting the target
     converged: bool = False  # the bracket shrank to rel_tol
     num_steps: int = 0  # rates evaluated (each one run per seed)
 
-def _bisect(
-    score_at: Callable[[float, int], float], *, target: float, seeds: Sequence[int], lo: float, hi: float,
-    rel_tol: float, max_steps: int,
+
+def search(
+    score_at: Callable[[float], float], *, target: float, lo: float, hi: float, rel_tol: float = 0.02,
+    max_steps: int = 20,
 ) -> CapacityResult:
-    if not seeds:
-        raise ValueError("need at least one seed")
+    """The highest rate whose score is >= target (see module doc), assuming the score falls with rate."""
     if not 0 < lo < hi:
         raise ValueError(f"need 0 < lo < hi, got lo={lo} hi={hi}")
     if max_steps < 2:
@@ -51,7 +71,7 @@ def _bisect(
     res = CapacityResult(capacity=0.0, target=target)
 
     def passes(rate: float) -> bool:
-        score = sum(score_at(rate, s) for s in seeds) / len(seeds)
+        score = score_at(rate)
         res.points.append((rate, score))
         res.num_steps += 1
         return score >= target
@@ -76,39 +96,38 @@ def _bisect(
     return res
 
 
+def _runs(run_at: Callable[[float, int], RunScore], rate: float, seeds: Sequence[int]) -> list[RunScore]:
+    if not seeds:
+        raise ValueError("need at least one seed")
+    return [run_at(rate, s) for s in seeds]
+
+
+def capacity_score(runs: Sequence[RunScore]) -> float:
+    """Mean attainment over the runs, or 0 when any of them fell behind."""
+    if not all(r.keeps_up for r in runs):
+        return 0.0
+    return sum(r.attainment for r in runs) / len(runs)
+
+
 def find_capacity(
-    attainment_at: Callable[[float, int], float],
-    *,
-    target: float,
-    seeds: Sequence[int],
-    lo: float,
-    hi: float,
-    rel_tol: float = 0.02,
-    max_steps: int = 20,
+    run_at: Callable[[float, int], RunScore], *, target: float, seeds: Sequence[int], lo: float, hi: float,
+    rel_tol: float = 0.02, max_steps: int = 20,
 ) -> CapacityResult:
-    """Highest rate in requests/s whose mean attainment over `seeds` is >= target (see module doc)."""
+    """Highest rate at which every seed keeps up and the mean attainment is >= target."""
     if not 0 < target <= 1:
         raise ValueError(f"target attainment must be in (0, 1], got {target}")
-    return _bisect(
-        attainment_at, target=target, seeds=seeds, lo=lo, hi=hi, rel_tol=rel_tol, max_steps=max_steps
+    return search(
+        lambda rate: capacity_score(_runs(run_at, rate, seeds)),
+        target=target, lo=lo, hi=hi, rel_tol=rel_tol, max_steps=max_steps,
     )
 
 
-def saturation_rate(
-    throughput_at: Callable[[float, int], float],
-    *,
-    seeds: Sequence[int],
-    lo: float,
-    hi: float,
-    min_ratio: float = 0.95,
-    rel_tol: float = 0.02,
-    max_steps: int = 20,
+def find_saturation(
+    run_at: Callable[[float, int], RunScore], *, seeds: Sequence[int], lo: float, hi: float,
+    rel_tol: float = 0.02, max_steps: int = 20,
 ) -> CapacityResult:
-    """Highest offered rate whose achieved request throughput / rate is >= min_ratio (no SLOs).
-
-    The result's points hold (rate, mean throughput / rate).
-    """
-    return _bisect(
-        lambda rate, seed: throughput_at(rate, seed) / rate,
-        target=min_ratio, seeds=seeds, lo=lo, hi=hi, rel_tol=rel_tol, max_steps=max_steps,
+    """Highest rate every seed keeps up with, SLOs aside; its points hold the least served share."""
+    return search(
+        lambda rate: min(r.served for r in _runs(run_at, rate, seeds)),
+        target=SUSTAINED_MIN, lo=lo, hi=hi, rel_tol=rel_tol, max_steps=max_steps,
     )

@@ -1,112 +1,129 @@
-"""Systems side by side: each system's best configuration, its capacity at the attainment targets,
-its no-SLO saturation rate, and its ratio to the better baseline. Used by `ascendra capacity` and
-benchmarks/capacity.py, so the command and the recorded figures are the same code."""
+"""Systems side by side: each column's best configuration (see runtime.candidates), its capacity at
+the attainment targets with the spread across seeds, its no-SLO saturation rate, and its ratios
+to the better baseline and to LP-only. Used by `ascendra capacity` and benchmarks/capacity.py, so
+the command and the recorded figures are the same code."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
 from dataclasses import dataclass, field
 
 from ascendra.cluster.system import SystemConfig
-from ascendra.runtime.experiment import Scenario, capacities, parallel_map, saturation
-
-BASELINES = ("vllm", "sarathi")
-
-
-def candidate_configs(
-    system: str, *, instances: int, hp_instances: int, sweep: bool, max_model_len: int
-) -> list[SystemConfig]:
-    """The configurations tried for a system; its capacity is the best of them. Baselines are
-    swept over their own knobs so the comparison is against them at their best."""
-    if system == "vllm":
-        budgets = [max_model_len, 2 * max_model_len] if sweep else [max_model_len]
-        seqs = [64, 128, 256] if sweep else [256]
-        return [
-            SystemConfig("vllm", instances, token_budget=b, max_num_seqs=s) for b in budgets for s in seqs
-        ]
-    if system == "sarathi":
-        budgets = [256, 384, 512, 768, 1024, 2048, 4096] if sweep else [256, 512, 1024, 2048]
-        return [SystemConfig("sarathi", instances, token_budget=b) for b in budgets]
-    if system == "ascendra":
-        return [SystemConfig("ascendra", instances, num_hp=hp_instances)]
-    raise ValueError(f"unknown system {system!r}")
+from ascendra.metrics.capacity import CapacityResult
+from ascendra.runtime.candidates import BASELINES, LP_ONLY
+from ascendra.runtime.experiment import Scenario
+from ascendra.runtime.search import Detail, Plan, Progress, Runs, capacity_job, detail_job, parallel_map
 
 
 @dataclass
 class SystemResult:
-    system: str
+    system: str  # the column's name
     best: SystemConfig
-    capacity: dict[float, float]  # target -> requests/s
-    saturation: float
-    tried: list[tuple[str, dict[float, float]]] = field(default_factory=list)  # (label, capacities)
-    curve: list[tuple[float, float]] = field(default_factory=list)  # (rate, attainment) of the best
+    capacity: dict[float, CapacityResult]  # target -> the best configuration's search
+    detail: Detail  # its saturation and spread across seeds
+    tried: list[tuple[str, dict[float, CapacityResult]]] = field(default_factory=list)  # every config
+    curve: list[tuple[float, float]] = field(default_factory=list)  # (rate, mean attainment) run
 
-    def row(self, baseline_best: dict[float, float]) -> dict:
-        r = {"system": self.system, "best configuration": self.best.label()}
-        for t, c in sorted(self.capacity.items(), reverse=True):
-            r[f"capacity@{t:.0%}"] = c
-            base = baseline_best.get(t, 0.0)
-            r[f"vs best baseline@{t:.0%}"] = c / base if base > 0 else float("nan")
-        r["saturation (no SLO)"] = self.saturation
-        top = max(self.capacity)
-        r[f"capacity@{top:.0%} / saturation"] = (
-            self.capacity[top] / self.saturation if self.saturation else 0.0
-        )
-        return r
+    @property
+    def saturation(self) -> float:
+        return self.detail.saturation.capacity
+
+    def rate(self, target: float) -> float:
+        return self.capacity[target].capacity
 
 
 def compare(
-    scenario: Scenario,
-    configs: dict[str, list[SystemConfig]],
-    *,
-    targets: Sequence[float] = (0.99, 0.9),
-    seeds: tuple[int, ...] = (0, 1, 2),
-    lo: float = 0.5,
-    hi: float = 8.0,
-    rel_tol: float = 0.03,
-    workers: int = 2,
-    curve_points: int = 8,
+    scenario: Scenario, configs: dict[str, list[SystemConfig]], plan: Plan, *, workers: int = 2,
+    progress: Progress | None = None,
 ) -> list[SystemResult]:
-    """Capacity of every candidate configuration at every target; per system, the configuration with
-    the highest capacity at the first (strictest) target is its best, and for it the saturation
-    rate and an attainment curve over rates are measured too."""
-    flat = [c for cs in configs.values() for c in cs]
-    found = capacities(
-        scenario, flat, targets=tuple(targets), seeds=seeds, lo=lo, hi=hi, rel_tol=rel_tol, workers=workers
+    """Capacity of every candidate configuration at every target; per column, the configuration
+    with the highest capacity at the strictest target (then the next) is its best, and for it the
+    saturation rate and the per-seed spread are searched too."""
+    tick = progress.update if progress is not None else None
+    flat = [(name, c) for name, cs in configs.items() for c in cs]
+    if progress is not None:
+        progress.expect(len(flat) * plan.capacity_runs())
+    found = parallel_map(capacity_job, [(scenario, c, plan) for _, c in flat], workers, tick)
+    tried: dict[str, list[tuple[SystemConfig, dict[float, CapacityResult], Runs]]] = {n: [] for n in configs}
+    for (name, c), (caps, runs) in zip(flat, found, strict=True):
+        tried[name].append((c, caps, runs))
+    # Ties go to the earlier candidate of its list.
+    best = {n: max(ts, key=lambda x: tuple(x[1][t].capacity for t in plan.targets))
+            for n, ts in tried.items() if ts}
+    names = list(best)
+    if progress is not None:
+        progress.expect(len(names) * plan.detail_runs())
+    details = parallel_map(
+        detail_job, [(scenario, best[n][0], plan, best[n][2]) for n in names], workers, tick
     )
-    by_config = {id(c): {t: r.capacity for t, r in f.items()} for c, f in zip(flat, found, strict=True)}
-    results = []
-    for name, cs in configs.items():
-        rows = [(c, by_config[id(c)]) for c in cs]
-        best, caps = max(rows, key=lambda x: (x[1][targets[0]], x[1][targets[-1]]))
-        results.append(SystemResult(name, best, caps, 0.0, [(c.label(), cap) for c, cap in rows]))
-    sats = parallel_map(
-        _saturation_job, [(scenario, r.best, seeds[:1], lo, hi * 2, rel_tol) for r in results], workers
-    )
-    top = max((max(r.capacity.values()) for r in results), default=0.0) or hi
-    rates = [top * (0.3 + 1.0 * i / max(1, curve_points - 1)) for i in range(curve_points)]
-    curves = parallel_map(_curve_job, [(scenario, r.best, rates, seeds[:1]) for r in results], workers)
-    for r, sat, curve in zip(results, sats, curves, strict=True):
-        r.saturation, r.curve = sat, curve
-    return results
+    return [
+        SystemResult(n, best[n][0], best[n][1], detail, [(c.label(), caps) for c, caps, _ in tried[n]],
+                     curve(runs, plan.seeds))
+        for n, (detail, runs) in zip(names, details, strict=True)
+    ]
 
 
-def baseline_best(results: list[SystemResult]) -> dict[float, float]:
+def curve(runs: Runs, seeds: tuple[int, ...]) -> list[tuple[float, float]]:
+    """(rate, mean attainment over the seeds) at every rate run with all of them."""
+    rates = sorted({r for r, _ in runs})
+    return [
+        (r, sum(runs[r, s].attainment for s in seeds) / len(seeds))
+        for r in rates
+        if all((r, s) in runs for s in seeds)
+    ]
+
+
+def best_of(results: list[SystemResult], names: tuple[str, ...]) -> dict[float, float]:
+    """Per target, the highest capacity among the named columns."""
     out: dict[float, float] = {}
     for r in results:
-        if r.system in BASELINES:
-            for t, c in r.capacity.items():
-                out[t] = max(out.get(t, 0.0), c)
+        if r.system in names:
+            for t in r.capacity:
+                out[t] = max(out.get(t, 0.0), r.rate(t))
     return out
 
 
-def _saturation_job(args: tuple) -> float:
-    scenario, system, seeds, lo, hi, rel_tol = args
-    return saturation(scenario, system, seeds=seeds, lo=lo, hi=hi, rel_tol=rel_tol).capacity
+def _rate(res: CapacityResult, lo: float) -> float | str:
+    """The rate found, or '<lo' when even the lowest rate tried missed."""
+    return f"<{lo:g}" if res.below_lo else res.capacity
 
 
-def _curve_job(args: tuple) -> list[tuple[float, float]]:
-    scenario, system, rates, seeds = args
+def _spread(found: list[CapacityResult], lo: float) -> str:
+    """One rate per seed, as 'a/b/c'."""
+    return "/".join(f"<{lo:g}" if f.below_lo else f"{f.capacity:.3g}" for f in found)
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else math.nan
+
+
+def rows(results: list[SystemResult], scenario: Scenario, plan: Plan) -> list[dict]:
+    """The comparison table: one row per column (see the module doc for the columns)."""
+    base, lp = best_of(results, BASELINES), best_of(results, (LP_ONLY,))
+    out = []
+    for r in results:
+        row: dict = {"system": r.system, "best configuration": r.best.label()}
+        for t in plan.targets:
+            row[f"capacity@{t:.0%}"] = _rate(r.capacity[t], plan.lo)
+            if scenario.arrival == "replay" and not r.capacity[t].below_lo:
+                row[f"capacity@{t:.0%}"] = f"{r.rate(t):.3g} (x{scenario.speedup(r.rate(t)):.3g})"
+            row[f"seeds@{t:.0%}"] = _spread(r.detail.seed_capacity[t], plan.lo)
+            row[f"vs best baseline@{t:.0%}"] = _ratio(r.rate(t), base.get(t, 0.0))
+            if lp and r.system != LP_ONLY:
+                row[f"vs LP-only@{t:.0%}"] = _ratio(r.rate(t), lp[t])
+        row["saturation (no SLO)"] = _rate(r.detail.saturation, plan.lo)
+        row["saturation seeds"] = _spread(r.detail.seed_saturation, plan.lo)
+        # Never above 1: a capacity's verdict implies saturation's on the same bracket (metrics.capacity).
+        row[f"capacity@{plan.targets[0]:.0%} / saturation"] = _ratio(r.rate(plan.targets[0]), r.saturation)
+        out.append(row)
+    return out
+
+
+def tried_rows(results: list[SystemResult], plan: Plan) -> list[dict]:
+    """Every configuration tried, with its capacity at each target."""
     return [
-        (rate, sum(scenario.run(system, rate, s)[0].attainment for s in seeds) / len(seeds)) for rate in rates
+        {"system": r.system, "configuration": label,
+         **{f"@{t:.0%}": _rate(c[t], plan.lo) for t in plan.targets}}
+        for r in results
+        for label, c in r.tried
     ]
