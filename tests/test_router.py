@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+import pytest
+
+from ascendra.cluster.arrival_window import MAX_SHARE, ArrivalWindow
 from ascendra.cluster.router import Role, Router, RouterConfig
 from ascendra.cluster.system import SystemConfig, build_cluster
 from ascendra.core.request import SLO, Request
@@ -105,3 +111,63 @@ def test_remote_views_give_the_router_the_local_schedulers_decision():
     assert "urgent" not in [r.request_id for r in views[0].snapshot().waiting]
     assert views[0].pending_prefill_tokens == 20 * 1000 + 1600
     assert router.offload(0, now=0.0) == []  # no second steal of the same request
+
+
+def test_shorter_prompts_arriving_stretch_a_long_prompts_wait():
+    """On an SRPT instance every shorter prompt that arrives before a long one's turn is served
+    first. A long prompt alone in the queue, in time by its projection (~0.45 s of a 0.7 s SLO),
+    is offloaded when 200-token prompts have been arriving at ~60% of the instance's time; not
+    when the same number of longer prompts arrived (those queue behind it)."""
+
+    def offloaded_after(arrival_len: int) -> bool:
+        lp = sched("ascendra-lp", max_num_batched_tokens=2048)
+        hp = sched("ascendra-hp", max_num_batched_tokens=2048)
+        router = Router([lp, hp], [Role.LP, Role.HP],
+                        RouterConfig(offload=True, hp_dispatch_weight=math.inf))
+        for i in range(30):
+            now = i / 30
+            r = Request(f"a{i}", now, arrival_len, 8, SLO(5.0, 0.1))
+            assert router.dispatch(r, now) == 0
+            assert lp.take_waiting(r)  # served meanwhile: only the pace of arrivals remains
+        long = req("long", 4000, arrival=1.03, ttft=0.7)
+        lp.add_request(long)
+        return [r.request_id for r, _ in router.offload(0, now=1.03)] == ["long"]
+
+    assert offloaded_after(200)
+    assert not offloaded_after(6000)
+
+
+def test_arrival_window_counts_only_smaller_keys_at_their_pace():
+    w = ArrivalWindow()
+    rate = sched("ascendra-lp").snapshot().prefill_rate()
+    assert w.shares_ahead(np.array([100.0]), rate, now=1.0).tolist() == [0.0]  # nothing seen yet
+    for t, n in [(0.0, 100), (0.5, 300), (1.0, 100)]:
+        w.add(float(n), n, t)
+    one = rate.cost(100, 100 * 101 / 2)
+    shares = w.shares_ahead(np.array([50.0, 100.0, 101.0, 1e9]), rate, now=2.0)
+    assert shares[0] == 0 and shares[1] == 0  # nothing strictly smaller
+    assert shares[2] == pytest.approx(2 * one / 2.0)
+    assert shares[3] == pytest.approx(min(MAX_SHARE, (2 * one + rate.cost(300, 300 * 301 / 2)) / 2.0))
+
+
+def test_an_hp_instance_admits_no_request_that_makes_another_late():
+    """EDF serves an offload ahead of every later deadline. The HP instance takes it only if the
+    requests already there stay in time: here a 2000-token prompt due in 1.1x its own projection
+    (~0.24 s), which a 1500-token prompt served first would make late; with that one due in 3x, the
+    same offload goes."""
+    from ascendra.cluster.first_tokens import project
+
+    def offloads(there_ttft_factor: float) -> list[str]:
+        router, (lp, hp) = lp_hp()
+        probe = sched("ascendra-hp", max_num_batched_tokens=2048)
+        probe.add_request(req("probe", 2000, ttft=100.0))
+        alone = float(project(probe.snapshot(), 0.0)[0].times[0])
+        hp.add_request(req("there", 2000, ttft=there_ttft_factor * alone))
+        for i in range(20):
+            lp.add_request(req(f"q{i}", 1000, ttft=100.0))
+        lp.add_request(req("urgent", 1500, ttft=0.2))  # ~10 s away under SRPT; due before "there"
+        assert 0.2 < 1.1 * alone
+        return [r.request_id for r, _ in router.offload(0, now=0.0)]
+
+    assert offloads(1.1) == []
+    assert offloads(3.0) == ["urgent"]

@@ -9,6 +9,7 @@ from tqdm import tqdm
 from ascendra.cli.common import add_scenario_args, scenario_from
 from ascendra.cluster.router import RouterConfig
 from ascendra.cluster.system import SYSTEMS, SystemConfig
+from ascendra.core.request import Request
 from ascendra.metrics import format_table, to_record, write_csv, write_json
 from ascendra.metrics.summary import summarize
 from ascendra.runtime.sim import simulate
@@ -91,9 +92,24 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         write_csv(
             args.csv,
-            [
-                to_record(r).__dict__ | {"request_id": r.request_id, "offloaded": r.offloaded}
-                for r in result.requests
-            ],
+            [_csv_row(r) for r in result.requests],
         )
     return 0
+
+
+def _csv_row(req: Request) -> dict:
+    """One request's outcome as plain columns (its token times summarised, not listed)."""
+    rec = to_record(req)
+    return {
+        "request_id": req.request_id,
+        "arrival_time": rec.arrival_time,
+        "prompt_len": rec.prompt_len,
+        "output_tokens": len(rec.token_times),
+        "ttft": rec.ttft,
+        "tbt_p99": rec.tbt_p99,
+        "ttft_slo": rec.ttft_slo,
+        "tbt_slo": rec.tbt_slo,
+        "meets_ttft": rec.meets_ttft,
+        "meets_tbt": rec.meets_tbt,
+        "offloaded": req.offloaded,
+    }

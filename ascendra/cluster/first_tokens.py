@@ -64,9 +64,9 @@ def project(snap: QueueView, now: float, joining: Request | None = None) -> tupl
         found = 0
         for _ in range(MAX_LATE_STEPS):
             behind = (start > latest) & ~late
-            j = int(behind.argmax())
-            if not behind[j]:
+            if not behind.any():  # (an empty queue included)
                 break
+            j = int(behind.argmax())
             late[j] = True
             start[j + 1 :] -= cost[j]
             found += 1

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ascendra.cluster.arrival_window import ArrivalWindow
 from ascendra.cluster.first_tokens import attention_left, project
 from ascendra.core.projection import QueueView, misses_deadline
 from ascendra.core.request import Request
@@ -38,9 +39,9 @@ class InstanceView(Protocol):
 @dataclass
 class RouterConfig:
     offload: bool = False
-    # A request is offloaded when its projected first token comes later than its deadline minus
-    # this share of its TTFT SLO: slack for what the projection cannot see (newer, shorter prompts
-    # that an SRPT instance will serve first).
+    # A request is offloaded when its projected first token, stretched by the shorter prompts that
+    # will arrive and be served ahead of it (`ArrivalWindow`), comes later than its deadline minus
+    # this share of its TTFT SLO: slack for the projection's own error.
     offload_margin: float = 0.2
     # HP instances also take new arrivals, but their projected wait counts this many times more,
     # which keeps them light enough to absorb offloads. math.inf keeps them for offloads alone.
@@ -67,6 +68,7 @@ class Router:
         self.alive = [True] * len(instances)
         # Which instances' queues are checked for offloads: LP ones, when there is an HP to go to.
         self._offloads_from = [self.config.offload and bool(self.hp) and r == Role.LP for r in roles]
+        self._arrivals = [ArrivalWindow() for _ in roles]  # kept for the instances offloaded from
         self.num_offloads = 0
 
     def set_alive(self, index: int, alive: bool) -> None:
@@ -98,9 +100,12 @@ class Router:
             # Microsecond rounding: a projection is no finer than that, and float noise must not
             # decide between otherwise equal instances.
             key = (round(t, 6), snap.num_decodes + len(snap.prefilling))
-            if key < best_key:
+            if key < best_key and (self.roles[i] != Role.HP or self._admits(snap, request, now) is not None):
                 best, best_key = i, key
         self.instances[best].add_request(request)
+        if self._offloads_from[best]:
+            key = snaps[alive.index(best)].projection.waiting_key(request)
+            self._arrivals[best].add(key, request.num_remaining_prefill, now)
         return best
 
     # ---- offload ---------------------------------------------------------------------------
@@ -118,27 +123,29 @@ class Router:
         if not view.num_waiting:
             return []  # nothing waiting, nothing to project (most iterations at moderate load)
         snap = view.snapshot()
-        _, rem, deadline, ttft, alone = snap.columns
+        keys, rem, deadline, ttft, alone = snap.columns
         threshold = deadline - cfg.offload_margin * ttft
+        head = snap.prefill_rate()
+        stretch = 1.0 / (1.0 - self._arrivals[index].shares_ahead(keys, head, now))
         # Cheap test first: even served after every prompt here, would each be in time? The whole
         # queue at the head's rate (its tightest budget) bounds each projection, up to the fluid
         # model's small kinks at the linear layers' knees: the factor covers those many times.
-        everything = snap.prefill_rate().time_for(float(rem.sum()) + _partial_tokens(snap),
-                                                  float((rem * (rem + 1) / 2).sum()) + _partial_pairs(snap))
-        if now + 1.5 * everything <= threshold.min():
+        everything = head.time_for(float(rem.sum()) + _partial_tokens(snap),
+                                   float((rem * (rem + 1) / 2).sum()) + _partial_pairs(snap))
+        if now + 1.5 * everything * stretch.max() <= threshold.min():
             return []
         first, _ = project(snap, now)
         # In serving order (the late ones last), so that a request that leaves moves up exactly
         # the ones served after it, by its own cost (`removed`). One that cannot make its
         # deadline even served alone from now is beyond any instance's help.
         order = np.concatenate([np.flatnonzero(~first.late), np.flatnonzero(first.late)])
-        times, cost = first.times[order], first.cost[order]
+        times, cost, stretch = first.times[order] - now, first.cost[order], stretch[order]
         helpable = ~misses_deadline(now, alone, deadline, snap.projection.slowdown)[order]
         threshold = threshold[order]
         at_risk: list[int] = []
         start, removed = 0, 0.0
         while len(at_risk) < cfg.max_offloads_per_check and start < len(order):
-            risk = (times[start:] - removed > threshold[start:]) & helpable[start:]
+            risk = (now + (times[start:] - removed) * stretch[start:] > threshold[start:]) & helpable[start:]
             j = int(risk.argmax())
             if not risk[j]:
                 break
@@ -146,30 +153,47 @@ class Router:
             removed += cost[start + j]
             start += j + 1
         moves: list[tuple[Request, int]] = []
+        late_now: dict[int, int] = {}  # per HP instance: how many it already cannot serve in time
         for req in [snap.waiting[i] for i in at_risk]:  # positions first: take_waiting shifts them
-            target = self._hp_for(req, now)
+            target = self._hp_for(req, now, late_now)
             if target is None:
                 continue
             if view.take_waiting(req):
                 req.offloaded = True
                 self.instances[target].add_request(req)
+                late_now.pop(target, None)  # its queue changed
                 self.num_offloads += 1
                 moves.append((req, target))
         return moves
 
-    def _hp_for(self, req: Request, now: float) -> int | None:
-        """The HP instance with the earliest projected first token for `req`, inserted where its
-        policy would serve it (EDF: by deadline), if that still meets the deadline."""
+    def _hp_for(self, req: Request, now: float, late_now: dict[int, int]) -> int | None:
+        """The HP instance that admits `req` with the earliest projected first token."""
         best, best_t = None, math.inf
         for h in self.hp:
             if not self.alive[h]:
                 continue
-            first, at = project(self.instances[h].snapshot(), now, joining=req)
-            t = first.times[at]
-            if not first.late[at] and t <= req.ttft_deadline and t < best_t:
+            t = self._admits(self.instances[h].snapshot(), req, now, late_now, h)
+            if t is not None and t < best_t:
                 best, best_t = h, t
         return best
 
+    @staticmethod
+    def _admits(snap: QueueView, req: Request, now: float, late_now: dict[int, int] | None = None,
+                h: int = -1) -> float | None:
+        """The projected first-token time of `req` inserted in an HP instance's queue where its
+        policy serves it (EDF: by deadline), if it meets its deadline there and makes none of the
+        requests already there late (under overload EDF would otherwise miss them all); else
+        None. New arrivals pass the same test, so they never push an offloaded request past its
+        deadline. `late_now` caches, per HP instance `h`, how many it cannot serve in time as
+        its queue stands."""
+        first, at = project(snap, now, joining=req)
+        t = float(first.times[at])
+        if first.late[at] or t > req.ttft_deadline:
+            return None
+        cache = late_now if late_now is not None else {}
+        if h not in cache:
+            cache[h] = int(project(snap, now)[0].late.sum())
+        return t if int(first.late.sum()) <= cache[h] else None
 
 def _partial_tokens(snap: QueueView) -> int:
     return sum(r.num_remaining_prefill for r in snap.prefilling)
