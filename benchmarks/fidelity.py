@@ -1,8 +1,10 @@
 """Does the simulator predict the live system? The same requests, live and simulated, side by side.
 
 1. The CPU profile the simulator (and the live router) use: `--profile` or a fresh `ascendra profile`.
-2. One workload: Poisson arrivals, lengths from the `cpu-small` distribution, a fixed seed.
-3. Live: for each system, `ascendra serve` on loopback (2 instances; Ascendra 1 LP + 1 HP), the
+2. One workload: Poisson arrivals (or bursts: `--arrival gamma --cv 3`), lengths from the
+   `cpu-small` distribution, a fixed seed.
+3. Live: for each system, `ascendra serve` on loopback (2 instances; Ascendra 1 LP + 1 HP, lp-only
+   2 LP), the
    requests replayed open-loop from the client, every token's time recorded.
 4. Simulated: exactly the same requests (arrivals, lengths, SLOs, instances) on the simulator,
    pooled over 8 draws of its iteration noise, three ways: ahead of time (the profile and its own
@@ -33,7 +35,7 @@ from ascendra.metrics.plot import plot_cdf
 from ascendra.profiles import Profile, load_profile
 from ascendra.workload import make_workload
 
-SYSTEMS = ("vllm", "sarathi", "ascendra")
+SYSTEMS = ("vllm", "sarathi", "ascendra")  # also "lp-only": Ascendra with both instances LP
 
 
 def profile(path: Path) -> Profile:
@@ -50,6 +52,8 @@ def main() -> None:
     ap.add_argument("--num-requests", type=int, default=120)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workload", default="cpu-small")
+    ap.add_argument("--arrival", default="poisson", choices=("poisson", "gamma"))
+    ap.add_argument("--cv", type=float, default=1.0, help="gamma arrivals' coefficient of variation")
     ap.add_argument("--profile", default=None, help="a CPU profile JSON (default: profile now, 2 instances)")
     ap.add_argument("--token-budget", type=int, default=128, help="Sarathi's chunk budget")
     ap.add_argument("--ttft-slo", type=float, default=None, help="seconds (default: 10x isolated decode)")
@@ -66,7 +70,7 @@ def main() -> None:
     setup = Setup(prof_path, SLO(args.ttft_slo or 10 * dec, args.tbt_slo or 5 * dec),
                   token_budget=args.token_budget)
     items = make_workload(args.workload, rate=args.rate, num_requests=args.num_requests, seed=args.seed,
-                          max_model_len=prof.capacity.max_model_len)
+                          arrival=args.arrival, cv=args.cv, max_model_len=prof.capacity.max_model_len)
     systems = [s for s in args.systems.split(",") if s]
     lives = {system: run_live(system, items, setup) for system in systems}
     rows, cdfs, figures = [], {}, {}
@@ -92,7 +96,8 @@ def main() -> None:
     order = {k: sorted(figures, key=lambda s: -figures[s][k]["attainment"])
              for k in ["live", *columns]}
     slo = setup.slo
-    print(f"\n{args.num_requests} requests, {args.workload}, Poisson {args.rate}/s, seed {args.seed}, "
+    arrivals = "Poisson" if args.arrival == "poisson" else f"gamma (CV {args.cv:g})"
+    print(f"\n{args.num_requests} requests, {args.workload}, {arrivals} {args.rate}/s, seed {args.seed}, "
           f"{setup.instances} instances x {setup.num_blocks} KV blocks, SLO TTFT {1e3 * slo.ttft:.0f} ms / "
           f"TBT {1e3 * slo.tbt:.0f} ms, profile {prof_path} ({os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f})")

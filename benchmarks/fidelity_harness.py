@@ -50,7 +50,12 @@ class Setup:
     model: str = "default"
 
     def num_hp(self, system: str) -> int:
-        return 1 if system == "ascendra" and self.instances > 1 else 0
+        return 1 if system == "ascendra" and self.instances > 1 else 0  # lp-only: none
+
+    @staticmethod
+    def policy(system: str) -> str:
+        """The `--system` a name runs: lp-only is Ascendra with every instance LP (no HP, no offload)."""
+        return "ascendra" if system == "lp-only" else system
 
     def budget(self, system: str) -> int | None:
         return self.token_budget if system == "sarathi" else None
@@ -100,7 +105,7 @@ class Calibration:
 def serve_args(system: str, setup: Setup) -> list[str]:
     slo = setup.slo
     args = [
-        "--model", setup.model, "--system", system, "--instances", str(setup.instances),
+        "--model", setup.model, "--system", setup.policy(system), "--instances", str(setup.instances),
         "--hp-instances", str(setup.num_hp(system)), "--profile", str(setup.profile),
         "--num-blocks", str(setup.num_blocks), "--threads-per-instance", "1",
         "--ttft-slo-ms", str(1e3 * slo.ttft), "--tbt-slo-ms", str(1e3 * slo.tbt),
@@ -153,7 +158,7 @@ def run_sim(
     requests of `seeds` draws are pooled, so the figures are the simulator's expectation."""
     perf, capacity = profile.perf_model, replace(profile.capacity, num_kv_blocks=setup.num_blocks)
     cfg = SystemConfig(
-        system, setup.instances, num_hp=setup.num_hp(system), token_budget=setup.budget(system)
+        setup.policy(system), setup.instances, num_hp=setup.num_hp(system), token_budget=setup.budget(system)
     )
     draws = seeds if noise is not None or perf.spread > 0 else 1
     requests, counts = [], {"offloads": 0.0, "preemptions": 0.0}
