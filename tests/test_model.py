@@ -71,7 +71,7 @@ def test_mixed_batch_logits_match_transformers(tmp_path, kw) -> None:
     seqs = [torch.randint(0, 320, (n,), generator=g) for n in (40, 23, 9, 70)]
     with torch.inference_mode():
         ref = [hf(s[None]).logits[0] for s in seqs]
-    kv = KVCache.allocate(loaded.config, 64, 8, torch.float32, "cpu")
+    kv = KVCache.allocate(loaded.config, 64, 8, torch.float32, "cpu", loaded.model.attention_backend().kv_layout)
     # Scattered, non-contiguous block tables, as a real allocator hands out.
     tables = [[7, 3, 30, 12, 5], [1, 22, 9], [40, 41], [50, 2, 13, 44, 17, 60, 8, 11, 33]]
     steps = [
@@ -97,7 +97,7 @@ def test_bfloat16_close_to_float32(tmp_path) -> None:
     seq = torch.randint(0, 320, (30,), generator=torch.Generator().manual_seed(2))
     outs = []
     for m in (f32, bf16):
-        kv = KVCache.allocate(m.config, 8, 16, m.model.dtype, "cpu")
+        kv = KVCache.allocate(m.config, 8, 16, m.model.dtype, "cpu", m.model.attention_backend().kv_layout)
         outs.append(run(m.model, kv, [seq], [[3, 1]], [(0, 30)])[0])
     assert outs[1].dtype == torch.float32
     cos = torch.nn.functional.cosine_similarity(outs[0], outs[1], dim=0)
@@ -220,19 +220,20 @@ def test_sampler_seeded_batch_independent_and_filters() -> None:
     def draws(rows: list[int], n: int = 20) -> list[int]:
         gens = [make_generator(11 if r == 0 else r, "cpu") for r in rows]
         params = [p if r == 0 else SamplingParams(temperature=1.5, seed=r) for r in rows]
-        return [sample(logits[rows], params, gens)[0][rows.index(0)] for _ in range(n)]
+        return [sample(logits[rows], params, gens).token_ids[rows.index(0)] for _ in range(n)]
 
     alone = draws([0])
     assert alone == draws([0]) == draws([2, 0, 3]) == draws([3, 1, 0])
     assert len(set(alone)) > 1
-    top1 = sample(logits, [SamplingParams(top_k=1)] * 4, [make_generator(0, "cpu")] * 4)[0]
+    top1 = sample(logits, [SamplingParams(top_k=1)] * 4, [make_generator(0, "cpu")] * 4).token_ids
     assert top1 == logits.argmax(-1).tolist()
     narrow = SamplingParams(temperature=2.0, top_k=2)
     allowed = set(logits[1].topk(2).indices.tolist())
     gen = make_generator(5, "cpu")
-    assert {sample(logits[1:2], [narrow], [gen])[0][0] for _ in range(30)} == allowed
+    assert {sample(logits[1:2], [narrow], [gen]).token_ids[0] for _ in range(30)} == allowed
     tiny_p = SamplingParams(temperature=1.0, top_p=1e-6, logprobs=True)
-    toks, lps = sample(logits, [tiny_p] * 4, [make_generator(i, "cpu") for i in range(4)])
+    out = sample(logits, [tiny_p] * 4, [make_generator(i, "cpu") for i in range(4)])
+    toks, lps = out.token_ids, out.logprobs
     assert toks == logits.argmax(-1).tolist()
     assert lps == pytest.approx(torch.log_softmax(logits, -1).max(-1).values.tolist(), abs=1e-5)
 

@@ -7,7 +7,7 @@ generator) lives here until `release`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,8 +22,13 @@ from ascendra.model.sampling import GREEDY, SamplingParams, make_generator, samp
 
 @dataclass
 class ExecuteOutput:
-    token_ids: list[int | None]  # one per sequence: the sampled token, or None (prompt chunk not finished)
+    """One entry per sequence of the batch, in its order."""
+
+    token_ids: list[int | None]  # the sampled token; None: a prompt chunk that does not sample, or an error
     logprobs: list[float | None]
+    # Why the sequence could not be sampled (its token is then None); None when it was fine. The
+    # instance fails just that request: the rest of the batch is unaffected.
+    errors: list[str | None] = field(default_factory=list)
 
 
 class TorchExecutor:
@@ -41,7 +46,11 @@ class TorchExecutor:
         if self.device != model.device or self.dtype != model.dtype:
             model.cast(self.dtype, self.device)
         self.block_size = block_size
-        self.kv_cache = KVCache.allocate(model.config, num_blocks, block_size, self.dtype, self.device)
+        layout = model.attention_backend().kv_layout
+        self.kv_cache = KVCache.allocate(
+            model.config, num_blocks, block_size, self.dtype, self.device, layout
+        )
+        model.pack_weights()
         self._generators: dict[str, torch.Generator] = {}
 
     @property
@@ -53,44 +62,45 @@ class TorchExecutor:
         return self.kv_cache.num_blocks
 
     def execute(self, batch: ScheduledBatch) -> ExecuteOutput:
+        n = len(batch)
         if batch.is_empty:
-            return ExecuteOutput([], [])
+            return ExecuteOutput([], [], [])
         chunks: list[SeqChunk] = []
         input_ids: list[int] = []
         sample_rows: list[int] = []  # sequence index of each logits row
         last_token: list[int] = []  # flattened row whose logits it samples from
-        offset = 0
-        for i, (req, n) in enumerate(zip(batch.requests, batch.num_new_tokens, strict=True)):
+        for i, (req, k) in enumerate(zip(batch.requests, batch.num_new_tokens, strict=True)):
             c = req.num_computed_tokens
-            if c + n > req.num_tokens:
+            if c + k > req.num_tokens:
                 raise ValueError(
-                    f"request {req.request_id}: {c}+{n} tokens scheduled but it has {req.num_tokens}"
+                    f"request {req.request_id}: {c}+{k} tokens scheduled but it has {req.num_tokens}"
                 )
-            input_ids.extend(_token_slice(req, c, n))
-            chunks.append(SeqChunk(req.block_ids, c, n))
-            offset += n
-            if c + n == req.num_tokens:
+            input_ids.extend(_token_slice(req, c, k))
+            chunks.append(SeqChunk(req.block_ids, c, k))
+            if c + k == req.num_tokens:
                 sample_rows.append(i)
-                last_token.append(offset - 1)
+                last_token.append(len(input_ids) - 1)
+        token_ids: list[int | None] = [None] * n
+        logprobs: list[float | None] = [None] * n
+        errors: list[str | None] = [None] * n
         with torch.inference_mode():
             meta = build_metadata(chunks, self.block_size, self.device)
-            ids = torch.tensor(input_ids, dtype=torch.long, device=self.device)
-            rows = torch.tensor(last_token, dtype=torch.long, device=self.device)
-            token_ids: list[int | None] = [None] * len(batch)
-            logprobs: list[float | None] = [None] * len(batch)
-            if not sample_rows:
-                self.model(ids, meta, self.kv_cache, rows)
-                return ExecuteOutput(token_ids, logprobs)
+            ids = torch.tensor(input_ids, dtype=torch.long).to(self.device, non_blocking=True)
+            rows = None
+            if sample_rows:
+                rows = torch.tensor(last_token, dtype=torch.long).to(self.device, non_blocking=True)
             logits = self.model(ids, meta, self.kv_cache, rows)
+            if logits is None:
+                return ExecuteOutput(token_ids, logprobs, errors)
             params = [self._params(batch.requests[i].params) for i in sample_rows]
             gens = [
                 None if p.greedy else self._generator(batch.requests[i].request_id, p)
                 for i, p in zip(sample_rows, params, strict=True)
             ]
-            toks, lps = sample(logits, params, gens)
-        for i, t, lp in zip(sample_rows, toks, lps, strict=True):
-            token_ids[i], logprobs[i] = t, lp
-        return ExecuteOutput(token_ids, logprobs)
+            out = sample(logits, params, gens)
+        for j, i in enumerate(sample_rows):
+            token_ids[i], logprobs[i], errors[i] = out.token_ids[j], out.logprobs[j], out.errors[j]
+        return ExecuteOutput(token_ids, logprobs, errors)
 
     def release(self, request_id: str) -> None:
         """Forget a finished or aborted request's sampling state."""
