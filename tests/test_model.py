@@ -71,7 +71,8 @@ def test_mixed_batch_logits_match_transformers(tmp_path, kw) -> None:
     seqs = [torch.randint(0, 320, (n,), generator=g) for n in (40, 23, 9, 70)]
     with torch.inference_mode():
         ref = [hf(s[None]).logits[0] for s in seqs]
-    kv = KVCache.allocate(loaded.config, 64, 8, torch.float32, "cpu", loaded.model.attention_backend().kv_layout)
+    layout = loaded.model.attention_backend().kv_layout
+    kv = KVCache.allocate(loaded.config, 64, 8, torch.float32, "cpu", layout)
     # Scattered, non-contiguous block tables, as a real allocator hands out.
     tables = [[7, 3, 30, 12, 5], [1, 22, 9], [40, 41], [50, 2, 13, 44, 17, 60, 8, 11, 33]]
     steps = [
@@ -250,3 +251,37 @@ def test_hf_folder_tokenizer_files(tmp_path, smol_tokenizer: Tokenizer) -> None:
     assert tok.encode_chat(messages) == smol_tokenizer.encode_chat(messages)
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
         Tokenizer.from_hf_folder(tmp_path / "missing")
+
+
+def test_sampler_survives_extreme_params_row_by_row() -> None:
+    """Parameters that pass validation but used to raise for the whole batch: a near-zero
+    temperature (logits / 1e-300 overflow), a top_k beyond int64's tensor range, a seed beyond
+    torch's generator range. Each row now samples on its own."""
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(3))
+    params = [
+        SamplingParams(temperature=1e-300),
+        SamplingParams(temperature=0.7, top_k=2**63),
+        SamplingParams(temperature=1.0, seed=2**64 + 5),
+        SamplingParams(temperature=1e300, top_p=0.5),
+    ]
+    gens = [None if p.greedy else make_generator(p.seed, "cpu") for p in params]
+    out = sample(logits, params, gens)
+    assert out.errors == [None] * 4 and all(isinstance(t, int) and 0 <= t < 50 for t in out.token_ids)
+    assert out.token_ids[0] == logits[0].argmax().item()  # below 1e-5 counts as greedy, as in vLLM
+    # A seed is reduced modulo 2**64: 2**64 + 5 draws exactly what 5 draws.
+    again = sample(logits[2:3], [SamplingParams(temperature=1.0, seed=5)], [make_generator(5, "cpu")])
+    assert again.token_ids == [out.token_ids[2]]
+
+
+def test_a_row_with_broken_logits_fails_alone() -> None:
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(4))
+    logits[1, 7] = float("nan")
+    logits[3, 9] = float("inf")
+    params = [SamplingParams(temperature=0.0), SamplingParams(temperature=0.0, logprobs=True),
+              SamplingParams(temperature=0.9, seed=1, logprobs=True), SamplingParams(temperature=0.9, seed=2)]
+    gens = [None, None, make_generator(1, "cpu"), make_generator(2, "cpu")]
+    out = sample(logits, params, gens)
+    assert out.errors[0] is None and out.errors[2] is None
+    assert out.errors[1] is not None and out.errors[3] is not None and "finite" in out.errors[1]
+    assert out.token_ids[1] is None and out.token_ids[3] is None and out.logprobs[1] is None
+    assert out.token_ids[0] == logits[0].argmax().item() and out.logprobs[2] <= 0.0
