@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 
 from ascendra.cluster.system import SYSTEMS, SystemConfig
-from ascendra.engine.factory import DTYPES, InstanceSpec, load_model_info, resolve_perf_model
+from ascendra.engine.factory import DTYPES, InstanceSpec, load_model_info, resolve_dtype, resolve_perf_model
 from ascendra.runtime.live.state import LiveConfig
 
 
@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default",
                    help="'default' (SmolLM2-135M-Instruct GGUF), a HF folder, a .gguf file, or dummy:<shape>")
     p.add_argument("--served-model-name", default=None, help="the model id clients send (default: derived)")
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="auto: bfloat16 on CUDA and on CPUs with bfloat16 instructions, else float32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--system", default="ascendra", choices=SYSTEMS)
     p.add_argument("--instances", type=int, default=2)
@@ -53,7 +54,7 @@ def build_server_config(args: argparse.Namespace):  # -> ascendra.server.app.Ser
     from ascendra.server.app import ServerConfig
 
     info = load_model_info(args.model)
-    elem = 4 if args.dtype == "float32" else 2
+    elem = 4 if resolve_dtype(args.dtype, args.device) == "float32" else 2
     if args.num_blocks is not None:
         num_blocks = args.num_blocks
     else:

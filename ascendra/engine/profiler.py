@@ -35,16 +35,35 @@ class ProfilePoint:
     label: str
 
 
+# What a GPU's schedulers produce: budgets up to 8k tokens, up to 256 decodes at long contexts.
+GPU_SPREAD = dict(
+    chunks=[64, 128, 256, 512, 1024, 2048, 4096, 8192],
+    ctxs=[0, 1024, 4096],
+    decode_bs=[1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256],
+    decode_ctx=[256, 1024, 4096],
+    hybrid_bs=[16, 64, 128],
+    hybrid_n=[256, 512, 2048],
+)
+
+
 def batch_spread(
-    max_model_len: int, quick: bool = False, max_tokens: int | None = None
+    max_model_len: int, quick: bool = False, max_tokens: int | None = None, device: str = "cpu"
 ) -> list[tuple[str, list[tuple[int, int]]]]:
     """(label, [(num_computed, num_new) per sequence]) for every batch to time; batches holding
-    more than `max_tokens` KV tokens in all (the pool under test) are left out."""
+    more than `max_tokens` KV tokens in all (the pool under test) are left out. A GPU gets its
+    own, larger spread (`GPU_SPREAD`); `quick` trims either."""
     cap = max_model_len - 1
     chunks = [16, 64, 128, 256, 512] if quick else [8, 16, 32, 64, 128, 256, 384, 512, 768, 1024]
     ctxs = [0, 512] if quick else [0, 256, 1024, 2048]
     decode_bs = [1, 3, 4, 16, 32] if quick else [1, 2, 3, 4, 6, 8, 12, 16, 32, 48, 64]
     decode_ctx = [64, 512] if quick else [64, 256, 1024, 2048]
+    hybrid_bs = [4, 16] if quick else [4, 16, 32]
+    hybrid_n = [64, 256] if quick else [32, 128, 256, 512]
+    if device != "cpu":
+        g = GPU_SPREAD
+        step = 2 if quick else 1
+        chunks, ctxs, decode_bs = g["chunks"][::step], g["ctxs"], g["decode_bs"][::step]
+        decode_ctx, hybrid_bs, hybrid_n = g["decode_ctx"], g["hybrid_bs"], g["hybrid_n"]
     spread = []
     for n in chunks:
         for c in ctxs:
@@ -53,8 +72,8 @@ def batch_spread(
     for b in decode_bs:
         for c in decode_ctx:
             spread.append((f"decode {b}x@{c}", [(c, 1)] * b))
-    for b in [4, 16] if quick else [4, 16, 32]:
-        for n in [64, 256] if quick else [32, 128, 256, 512]:
+    for b in hybrid_bs:
+        for n in hybrid_n:
             spread.append((f"hybrid {b}x@256+{n}", [(256, 1)] * b + [(0, n)]))
     out = [(label, [(min(c, cap - n), n) for c, n in seqs]) for label, seqs in spread]
     return [
@@ -125,7 +144,7 @@ class ProfileJob:
     """What one profiling process loads and times; plain data, so it crosses process boundaries."""
 
     model: str = "default"
-    dtype: str = "float32"
+    dtype: str = "auto"
     device: str = "cpu"
     threads: int = 1
     num_blocks: int = 4096
@@ -142,12 +161,14 @@ class ProfileJob:
         from ascendra.model.loader import load_model
 
         torch.set_num_threads(self.threads)
-        dtype = torch_dtype(self.dtype)
+        dtype = torch_dtype(self.dtype, self.device)
         loaded = load_model(self.model, dtype=dtype, device=self.device)
         cfg = loaded.config
         executor = TorchExecutor(loaded.model, self.num_blocks, self.block_size, self.device, dtype)
         max_len = min(cfg.max_position_embeddings, self.num_blocks * self.block_size)
-        spread = batch_spread(max_len, quick=self.quick, max_tokens=self.num_blocks * self.block_size)
+        spread = batch_spread(
+            max_len, quick=self.quick, max_tokens=self.num_blocks * self.block_size, device=self.device
+        )
         if shuffle_seed is not None:
             random.Random(shuffle_seed).shuffle(spread)
         if progress is not None:
