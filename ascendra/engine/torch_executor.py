@@ -14,7 +14,9 @@ import torch
 from ascendra.core.batch import ScheduledBatch
 from ascendra.core.request import Request
 from ascendra.model.attention import SeqChunk, build_metadata
+from ascendra.model.attn_backends import make_attention
 from ascendra.model.config import ModelConfig
+from ascendra.model.cuda_graphs import GRAPH_BUCKETS, DecodeGraphs
 from ascendra.model.kv_cache import KVCache, num_blocks_for_memory, parse_bytes
 from ascendra.model.llama import LlamaForCausalLM
 from ascendra.model.sampling import GREEDY, SamplingParams, make_generator, sample
@@ -39,19 +41,37 @@ class TorchExecutor:
         block_size: int = 16,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        attention: str | None = None,
+        cuda_graphs: bool | None = None,
+        graph_buckets: tuple[int, ...] = GRAPH_BUCKETS,
     ) -> None:
+        """`attention`: a backend name (`attn_backends.BACKENDS`), None for the device's default.
+        `cuda_graphs` (default: on CUDA) runs decode-only batches through graphs captured here;
+        False runs everything eagerly. Asked for on CPU, the same static, padded path runs
+        eagerly (how the tests check it)."""
         self.model = model
         self.device = torch.device(device) if device is not None else model.device
         self.dtype = dtype or model.dtype
         if self.device != model.device or self.dtype != model.dtype:
             model.cast(self.dtype, self.device)
+        if attention is not None or model.attention is None:
+            model.use_attention(make_attention(attention, model.config, self.device, self.dtype))
         self.block_size = block_size
+        self._num_blocks = num_blocks
+        use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        # Graphs pad batches with dummy sequences that live in one extra block, outside the pool the
+        # block manager hands out (blocks 0 .. num_blocks - 1).
         layout = model.attention_backend().kv_layout
         self.kv_cache = KVCache.allocate(
-            model.config, num_blocks, block_size, self.dtype, self.device, layout
+            model.config, num_blocks + int(use_graphs), block_size, self.dtype, self.device, layout
         )
         model.pack_weights()
         self._generators: dict[str, torch.Generator] = {}
+        self.graphs: DecodeGraphs | None = None
+        if use_graphs:
+            max_blocks = -(-min(model.config.max_position_embeddings, num_blocks * block_size) // block_size)
+            self.graphs = DecodeGraphs(model, self.kv_cache, max_blocks, num_blocks, graph_buckets)
+            self.graphs.capture()
 
     @property
     def config(self) -> ModelConfig:
@@ -59,7 +79,8 @@ class TorchExecutor:
 
     @property
     def num_blocks(self) -> int:
-        return self.kv_cache.num_blocks
+        """Blocks the block manager may hand out (the scratch block of the graphs excluded)."""
+        return self._num_blocks
 
     def execute(self, batch: ScheduledBatch) -> ExecuteOutput:
         n = len(batch)
@@ -84,12 +105,10 @@ class TorchExecutor:
         logprobs: list[float | None] = [None] * n
         errors: list[str | None] = [None] * n
         with torch.inference_mode():
-            meta = build_metadata(chunks, self.block_size, self.device)
-            ids = torch.tensor(input_ids, dtype=torch.long).to(self.device, non_blocking=True)
-            rows = None
-            if sample_rows:
-                rows = torch.tensor(last_token, dtype=torch.long).to(self.device, non_blocking=True)
-            logits = self.model(ids, meta, self.kv_cache, rows)
+            if self.graphs is not None and self.graphs.can_run(chunks):
+                logits = self.graphs.run(chunks, input_ids)  # decodes: every sequence samples
+            else:
+                logits = self._forward(chunks, input_ids, last_token if sample_rows else None)
             if logits is None:
                 return ExecuteOutput(token_ids, logprobs, errors)
             params = [self._params(batch.requests[i].params) for i in sample_rows]
@@ -101,6 +120,16 @@ class TorchExecutor:
         for j, i in enumerate(sample_rows):
             token_ids[i], logprobs[i], errors[i] = out.token_ids[j], out.logprobs[j], out.errors[j]
         return ExecuteOutput(token_ids, logprobs, errors)
+
+    def _forward(
+        self, chunks: list[SeqChunk], input_ids: list[int], last_token: list[int] | None
+    ) -> torch.Tensor | None:
+        meta = build_metadata(chunks, self.block_size, self.device)
+        ids = torch.tensor(input_ids, dtype=torch.long).to(self.device, non_blocking=True)
+        rows = None
+        if last_token is not None:
+            rows = torch.tensor(last_token, dtype=torch.long).to(self.device, non_blocking=True)
+        return self.model(ids, meta, self.kv_cache, rows)
 
     def release(self, request_id: str) -> None:
         """Forget a finished or aborted request's sampling state."""

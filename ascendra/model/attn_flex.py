@@ -137,6 +137,40 @@ class FlexPagedAttention:
             idx.to(dev),
         )
 
+    # ---- CUDA graphs: the same decode plan over buffers that keep their addresses ------------------
+    def graph_plan(self, batch: int, max_blocks: int, num_blocks: int, block_size: int, device) -> FlexPlan:
+        def zeros(*shape: int, dtype=torch.int32) -> torch.Tensor:
+            return torch.zeros(shape, dtype=dtype, device=device)
+
+        decode = FlexPart(None, torch.arange(batch, device=device), zeros(batch, dtype=torch.long),
+                          zeros(batch, 1, 1), zeros(batch, 1, 1, max_blocks))
+        empty = zeros(0, dtype=torch.long)
+        plan = FlexPlan(decode, None, empty, empty, empty)
+        self._finalize(plan, num_blocks, block_size)
+        return plan
+
+    def update_graph_plan(self, plan: FlexPlan, meta: AttentionMetadata) -> None:
+        """Write a (padded, decode-only) batch's blocks into `graph_plan`'s buffers; `meta` is on
+        the host."""
+        d = plan.decode
+        assert d is not None and plan.owner is not None and plan.logical is not None
+        n, width = d.kv_indices.shape[0], d.kv_indices.shape[-1]
+        lens = torch.tensor(meta.seq_lens)
+        nb = (lens + meta.block_size - 1) // meta.block_size
+        cols = torch.arange(meta.block_table.shape[1])
+        used = cols[None, :] < nb[:, None]
+        idx = torch.zeros(n, width, dtype=torch.int32)
+        idx[:, : cols.numel()] = torch.where(used, meta.block_table, 0).to(torch.int32)
+        d.kv_indices.view(n, width).copy_(idx, non_blocking=True)
+        d.kv_num_blocks.view(n).copy_(nb.to(torch.int32), non_blocking=True)
+        d.pos.copy_(lens - 1, non_blocking=True)
+        blocks = meta.block_table[used]
+        seqs = torch.arange(n)[:, None].expand(n, cols.numel())[used]
+        dev = plan.owner.device
+        plan.owner.fill_(-1)
+        plan.owner.index_copy_(0, blocks.to(dev), seqs.to(dev))
+        plan.logical.index_copy_(0, blocks.to(dev), cols[None, :].expand(n, cols.numel())[used].to(dev))
+
     def _finalize(self, plan: FlexPlan, num_blocks: int, block_size: int) -> None:
         """Per-pool-block owner and logical index, and the block masks (first layer only)."""
         from torch.nn.attention.flex_attention import BlockMask
