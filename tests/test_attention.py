@@ -88,18 +88,33 @@ def test_cpu_backend_in_bfloat16_tracks_the_float32_reference() -> None:
         assert torch.nn.functional.cosine_similarity(got, want, dim=-1).min() > 0.99
 
 
-def test_flex_block_mask_lists_exactly_the_blocks_each_query_block_may_read() -> None:
+def test_flex_block_masks_list_exactly_the_blocks_each_query_block_may_read() -> None:
     """The compiled kernel visits only the listed blocks (eager evaluation reads the mask densely,
-    so the lists are checked on their own)."""
+    so the lists are checked on their own), in both layouts."""
     flex = make_attention("flex", CFG, "cpu", torch.float32, compile=False)
     chunks = [SeqChunk([5, 2, 17], 1, 1), SeqChunk([3, 30, 21, 9], 2, 13), SeqChunk([44, 1], 0, 6)]
-    meta = build_metadata(chunks, BLOCK, "cpu")
-    plan = flex.plan(meta, torch.float32)
-    d, p = plan.decode, plan.prefill
-    assert d.kv_num_blocks.flatten().tolist() == [1] and d.kv_indices[0, 0, 0, :1].tolist() == [5]
-    # 19 prompt queries: block 0 holds seq 1's 13 (positions 2-14) and seq 2's first 3, block 1 the rest.
-    lists = [p.kv_indices[0, 0, g, : p.kv_num_blocks[0, 0, g]].tolist() for g in range(2)]
-    assert lists == [[3, 30, 21, 9, 44], [44, 1]]
+    part = flex.plan(build_metadata(chunks, BLOCK, "cpu"), torch.float32).part
+    # 20 flattened queries: block 0 holds seq 0's decode, seq 1's 13 (positions 2-14) and seq 2's
+    # positions 0-1; block 1 seq 2's positions 2-5.
+    lists = [part.kv_indices[0, 0, g, : part.kv_num_blocks[0, 0, g]].tolist() for g in range(2)]
+    assert lists == [[5, 3, 30, 21, 9, 44], [44, 1]]
+    rows = flex.graph_plan(4, 5, POOL, BLOCK, "cpu")
+    decodes = [SeqChunk([5, 2, 17], 8, 1), SeqChunk([3, 30, 21, 9], 12, 1), SeqChunk([44], 0, 1)]
+    flex.update_graph_plan(rows, build_metadata(decodes + [SeqChunk([47], 0, 1)], BLOCK, "cpu"))
+    d = rows.part
+    assert d.kv_num_blocks.flatten().tolist() == [3, 4, 1, 1]
+    assert [d.kv_indices[r, 0, 0, : d.kv_num_blocks[r, 0, 0]].tolist() for r in range(4)] == [
+        [5, 2, 17], [3, 30, 21, 9], [44], [47]]
+    assert rows.owner[[5, 9, 44, 47, 0]].tolist() == [0, 1, 2, 3, -1] and rows.logical[9].item() == 3
+
+
+def test_flashinfer_page_table_is_the_block_table_in_csr_form() -> None:
+    from ascendra.model.attn_flashinfer import PagedTable
+
+    chunks = [SeqChunk([5, 2, 9], 30, 3), SeqChunk([7], 3, 1), SeqChunk([1, 4], 16, 1)]
+    t = PagedTable.of(build_metadata(chunks, 16, "cpu"))
+    assert t.indptr.tolist() == [0, 3, 4, 6] and t.indices.tolist() == [5, 2, 9, 7, 1, 4]
+    assert t.last_page_len.tolist() == [1, 4, 1]  # contexts 33, 4 and 17 in blocks of 16
 
 
 def test_kv_layouts_write_and_gather_the_same_tokens() -> None:

@@ -83,6 +83,35 @@ def batch_spread(
     ]
 
 
+def build_batch(
+    executor,
+    seqs: list[tuple[int, int]],
+    vocab_size: int,
+    block_size: int,
+    rng: random.Random,
+    label: str = "",
+) -> ScheduledBatch:
+    """A batch of `(num_computed, num_new)` sequences of random tokens with blocks from a fresh
+    block manager over the executor's pool; a sequence with one new token after cached ones is a
+    decode (its last token an output token). Every sequence samples."""
+    bm = BlockManager(executor.num_blocks, block_size, watermark=0.0)
+    batch = ScheduledBatch()
+    for i, (computed, new) in enumerate(seqs):
+        ids = [rng.randrange(vocab_size) for _ in range(computed + new)]
+        r = Request(f"p{i}", 0.0, computed + new, 1, SLO(1.0, 1.0), prompt_token_ids=ids)
+        if computed and new == 1:
+            r.prompt_len -= 1
+            r.output_token_ids = [ids[-1]]
+            r.prompt_token_ids = ids[:-1]
+        if not bm.can_allocate(r, computed + new):
+            raise ValueError(f"the KV pool ({executor.num_blocks} blocks) cannot hold batch {label!r}")
+        r.num_computed_tokens = 0
+        bm.allocate(r, computed + new)
+        r.num_computed_tokens = computed
+        batch.add(r, new)
+    return batch
+
+
 def time_batches(
     executor,
     spread: list[tuple[str, list[tuple[int, int]]]],
@@ -97,21 +126,7 @@ def time_batches(
     rng = random.Random(seed)
     points = []
     for label, seqs in spread:
-        bm = BlockManager(executor.num_blocks, block_size, watermark=0.0)
-        batch = ScheduledBatch()
-        for i, (computed, new) in enumerate(seqs):
-            ids = [rng.randrange(vocab_size) for _ in range(computed + new)]
-            r = Request(f"p{i}", 0.0, computed + new, 1, SLO(1.0, 1.0), prompt_token_ids=ids)
-            if computed and new == 1:  # a decode: the last token is an output token
-                r.prompt_len -= 1
-                r.output_token_ids = [ids[-1]]
-                r.prompt_token_ids = ids[:-1]
-            if not bm.can_allocate(r, computed + new):
-                raise ValueError(f"the KV pool ({executor.num_blocks} blocks) cannot hold batch {label!r}")
-            r.num_computed_tokens = 0
-            bm.allocate(r, computed + new)
-            r.num_computed_tokens = computed
-            batch.add(r, new)
+        batch = build_batch(executor, seqs, vocab_size, block_size, rng, label)
         executor.execute(batch)  # warm-up: allocator, caches
         times = []
         for _ in range(repeats):
