@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ascendra.model.attention import AttentionMetadata
 from ascendra.model.config import ModelConfig
@@ -68,11 +69,15 @@ class FlexPagedAttention:
 
         self.num_heads, self.kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
         compile = device.type == "cuda" if compile is None else compile
-        # Flattened: the token count changes every iteration, one dynamic kernel serves them all.
+        cuda = device.type == "cuda"
+        # Flattened: the token count changes every iteration, one dynamic kernel serves them all
+        # (torch 2.13's CPU lowering fails to compile the dynamic form: static there).
         # Graph decodes: one static kernel per bucket (few), so the decoding kernel can be chosen.
-        self._flat = torch.compile(flex_attention, dynamic=True) if compile else flex_attention
+        self._flat = torch.compile(flex_attention, dynamic=cuda) if compile else flex_attention
         self._rows = torch.compile(flex_attention, dynamic=False) if compile else flex_attention
-        self._flat_options = FLAT_KERNEL_OPTIONS if device.type == "cuda" else None
+        self._flat_options = FLAT_KERNEL_OPTIONS if cuda else None
+        # The CPU lowering asserts that the block lists are as wide as the whole pool.
+        self._pad_lists = compile and not cuda
 
     # ---- eager iterations: the flattened layout --------------------------------------------------
     def plan(self, meta: AttentionMetadata, dtype: torch.dtype) -> FlexPlan:
@@ -150,6 +155,8 @@ class FlexPagedAttention:
         plan.logical.index_copy_(0, plan.owner_blocks, plan.owner_logical)
         owner, logical, part = plan.owner, plan.logical, plan.part
         rows = plan.rows_layout
+        if self._pad_lists and part.kv_indices.shape[-1] < num_blocks:
+            part.kv_indices = F.pad(part.kv_indices, (0, num_blocks - part.kv_indices.shape[-1]))
 
         def mask(b, h, q_idx, kv_idx):
             at = b if rows else q_idx  # a row per sequence, or a flattened query index
