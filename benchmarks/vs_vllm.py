@@ -2,11 +2,15 @@
 
 Steps: (1) make the vLLM venv if missing (`benchmarks/vllm_env.py`), (2) export SmolLM2 to a HF folder
 (`benchmarks/export_smollm2_hf.py`), (3) for each system, one at a time: start its server on loopback,
-wait until it answers, warm it up, run `ascendra bench` in SLO mode (open loop, fixed seed) and in raw
-mode (32 x 64 tokens, concurrency 16), stop the server (its whole process group), (4) print one table.
+wait until it answers, warm it up, run `ascendra bench` in SLO mode (open loop, fixed seed) at each
+of --rates and in raw mode (32 x 64 tokens, concurrency 16), stop the server (its whole process
+group), (4) print one table.
 
-    python3 benchmarks/vs_vllm.py                       # both systems, both modes
+    python3 benchmarks/vs_vllm.py                       # both systems, both modes, rates 0.5, 1, 2
     python3 benchmarks/vs_vllm.py --systems vllm --modes raw
+
+Ascendra runs on its default dtype ("auto": bfloat16 on this CPU) with the shipped CPU profile
+(`--profile`), which the export's folder name would otherwise not select.
 
 Results (bench JSON per run, server logs, the table as markdown) go to --out. On a 2-core machine shared
 with other jobs the absolute figures move with the load; the 1-minute load average is printed per run.
@@ -59,7 +63,7 @@ def start_vllm(a: argparse.Namespace, model_dir: Path, out: Path) -> Server:
 
 def start_ascendra(a: argparse.Namespace, model_dir: Path, out: Path) -> Server:
     cmd = [sys.executable, "-m", "ascendra.cli.serve", "--model", str(model_dir), "--served-model-name",
-           SERVED_NAME, "--host", "127.0.0.1", "--port", str(a.ascendra_port), "--dtype", "bfloat16",
+           SERVED_NAME, "--host", "127.0.0.1", "--port", str(a.ascendra_port), "--profile", a.profile,
            "--system", "ascendra", "--instances", str(a.instances),
            "--threads-per-instance", str(max(1, a.threads // a.instances)),
            "--ttft-slo-ms", str(a.ttft_slo_ms), "--tbt-slo-ms", str(a.tbt_slo_ms), "--log-level", "warning"]
@@ -111,7 +115,9 @@ def stop(s: Server) -> None:
     print(f"[{s.name}] stopped", flush=True)
 
 
-def bench(s: Server, a: argparse.Namespace, model_dir: Path, out: Path, mode: str) -> BenchReport:
+def bench(
+    s: Server, a: argparse.Namespace, model_dir: Path, out: Path, mode: str, rate: float = 0.0
+) -> BenchReport:
     common = ["bench", "--base-url", s.base_url, "--model", SERVED_NAME, "--tokenizer", str(model_dir),
               "--seed", str(a.seed), "--ttft-slo-ms", str(a.ttft_slo_ms), "--tbt-slo-ms", str(a.tbt_slo_ms),
               "--send-slo", "--no-progress", "--timeout", "600", "--max-duration", str(a.max_duration)]
@@ -121,12 +127,13 @@ def bench(s: Server, a: argparse.Namespace, model_dir: Path, out: Path, mode: st
         args = ["--num-requests", str(a.raw_requests), "--max-concurrency", str(a.raw_concurrency),
                 "--prompt-len", str(a.raw_prompt_len), "--output-len", str(a.raw_output_len)]
     else:
-        args = ["--workload", a.workload, "--rate", str(a.rate), "--arrival", a.arrival, "--cv", str(a.cv),
+        args = ["--workload", a.workload, "--rate", str(rate), "--arrival", a.arrival, "--cv", str(a.cv),
                 "--num-requests", str(a.num_requests), "--max-model-len", str(a.max_model_len)]
-    path = out / f"{s.name}_{mode}.json"
+    tag = f"{mode}{rate:g}" if mode == "slo" else mode
+    path = out / f"{s.name}_{tag}.json"
     load = os.getloadavg()[0]
-    print(f"[{s.name}] bench {mode} (load avg {load:.1f})", flush=True)
-    rc = ascendra_main([*common, *args, "--label", f"{s.name} {mode}", "--json", str(path)])
+    print(f"[{s.name}] bench {tag} (load avg {load:.1f})", flush=True)
+    rc = ascendra_main([*common, *args, "--label", f"{s.name} {tag}", "--json", str(path)])
     if rc != 0:
         raise RuntimeError(f"bench {mode} against {s.name} failed with {rc}")
     rep = BenchReport.from_json(path)
@@ -142,7 +149,7 @@ def main() -> int:
     ap.add_argument("--venv", default="/work/vllm-venv")
     ap.add_argument("--model-dir", default="/work/smollm2-hf")
     ap.add_argument("--workload", default="cpu-small")
-    ap.add_argument("--rate", type=float, default=0.5)
+    ap.add_argument("--rates", default="0.5,1,2", help="request rates of the SLO runs (req/s)")
     ap.add_argument("--arrival", default="poisson")
     ap.add_argument("--cv", type=float, default=1.0)
     ap.add_argument("--num-requests", type=int, default=40)
@@ -156,6 +163,7 @@ def main() -> int:
     ap.add_argument("--raw-prompt-len", type=int, default=128)
     ap.add_argument("--raw-output-len", type=int, default=64)
     ap.add_argument("--instances", type=int, default=2, help="Ascendra instances (1 HP + the rest LP)")
+    ap.add_argument("--profile", default="cpu-smollm2", help="Ascendra's performance profile")
     # vLLM's OMP workers spin-wait: with 2 threads on 2 cores shared with other jobs it ran 4-8x slower
     # than with 1 (h5_results.md), so 1 is the default; Ascendra gets max(1, threads // instances) each.
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per system (vLLM: OMP)")
@@ -175,13 +183,15 @@ def main() -> int:
         try:
             print(f"[{name}] ready after {wait_ready(server, a.ready_timeout):.0f} s", flush=True)
             bench(server, a, model_dir, out, "warmup")
-            reports += [bench(server, a, model_dir, out, m) for m in modes]
+            for m in modes:
+                rates = [float(r) for r in a.rates.split(",")] if m == "slo" else [0.0]
+                reports += [bench(server, a, model_dir, out, m, r) for r in rates]
         finally:
             stop(server)
     table = compare_table(reports)
     loads = ", ".join(f"{r.label}: {r.meta['load_avg_1m']:.1f}" for r in reports)
     text = (f"command: {' '.join(sys.argv)}\n"
-            f"workload {a.workload} at {a.rate} req/s ({a.arrival}, cv {a.cv}), {a.num_requests} requests, "
+            f"workload {a.workload} at {a.rates} req/s ({a.arrival}, cv {a.cv}), {a.num_requests} requests, "
             f"seed {a.seed}; SLOs TTFT {a.ttft_slo_ms:g} ms, TBT {a.tbt_slo_ms:g} ms; "
             f"raw: {a.raw_requests} x {a.raw_output_len} tokens (prompt {a.raw_prompt_len}), concurrency "
             f"{a.raw_concurrency}\n1-min load average at start of each run: {loads}\n\n{table}\n")

@@ -4,7 +4,7 @@ A decode step of a large model on a GPU is short enough that launching its ~90 k
 from Python costs more than running them (issue 10: the GPU was busy 21% of a 1-decode iteration).
 A graph replays the whole forward with one launch. It replays fixed shapes at fixed addresses, so:
 
-- each bucket (1, 2, 4, 8, 16, 24, ..., 256 sequences) gets its own graph over static buffers: token
+- each bucket (1, 2, 4, ..., 192, 256 sequences) gets its own graph over static buffers: token
   ids, positions, KV slots, the attention backend's static plan, and the logits it writes;
 - a batch is padded up to its bucket with dummy one-token sequences that live in a scratch block
   outside the block manager's pool: they write and read only that block, and their logits are
@@ -26,7 +26,9 @@ import torch
 
 from ascendra.model.attention import AttentionMetadata, SeqChunk, build_metadata
 
-GRAPH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256)
+# At most 1.5x padding above 32 sequences; few buckets, since each one is captured (and, with
+# FlexAttention, compiled) at start-up.
+GRAPH_BUCKETS = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256)
 
 
 def graph_bucket(n: int, buckets: tuple[int, ...] = GRAPH_BUCKETS) -> int | None:
