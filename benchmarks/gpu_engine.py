@@ -197,6 +197,22 @@ def _table(run: Run, ex: TorchExecutor) -> list[dict]:
     return rows
 
 
+def kv_sizing(run: Run) -> dict:
+    """What the KV pool could take on this device once activations and the decode graphs (their
+    memory measured by a probe forward at the largest bucket) have theirs."""
+    if run.device.type != "cuda":
+        return {"note": "needs CUDA"}
+    from dataclasses import asdict
+
+    from ascendra.engine.gpu_memory import kv_blocks_for_device
+
+    if run.model is None:
+        run.model = run.load(run.args.model)
+    largest = max(run.shapes["buckets"])
+    budget = kv_blocks_for_device(run.model, 16, graph_batch=largest, attention=run.backends()[0])
+    return asdict(budget) | {"graph_batch": largest}
+
+
 def busy(run: Run) -> dict:
     if run.device.type != "cuda":
         return {"note": "needs CUDA"}
@@ -237,6 +253,7 @@ def main() -> int:
     for name, fn, budget in [
         ("iterations", iterations, 30),
         ("busy", busy, 10),
+        ("kv_sizing", kv_sizing, 10),
         ("logits", logits, 10),
         ("offline", offline, 40),
         ("hf_generate", hf_generate, 40),
