@@ -6,9 +6,11 @@ alternatives alternating within each repeat, median reported with the load avera
 1. decode attention over a gathered context: PyTorch SDPA (its CPU flash kernel) against the grouped
    matmul + float32 softmax the `cpu` backend uses, and SDPA in float32;
 2. the gather for each KV layout: NHD needs a strided transpose before the matmul, HND none;
-3. compiled FlexAttention over the pool in place (no gather), batch of one-query rows;
-4. the 30 layers' matmuls with plain weights against weights packed once for oneDNN;
-5. the pointwise ops (add+RMSNorm, RoPE, SiLU-and-mul) eager against `torch.compile`d.
+3. compiled FlexAttention over the pool in place (no gather), batch of one-query rows, and a
+   `torch.compile`d decode attention whose gather inductor may fuse into the score loop;
+4. causal prompt attention: SDPA, compiled FlexAttention, a dense matmul;
+5. the 30 layers' matmuls with plain weights against weights packed once for oneDNN;
+6. the pointwise ops (add+RMSNorm, RoPE, SiLU-and-mul) eager against `torch.compile`d.
 
     python benchmarks/cpu_kernels.py [--repeats 30] [--skip-flex]
 """
@@ -87,7 +89,49 @@ def attention(b: int, ctx: int, repeats: int, flex: bool) -> None:
     }
     if flex:
         fns["flex compiled, in place"] = _flex(q, nhd_k, nhd_v, blocks.view(b, nb), ctxs)
+        fused = torch.compile(_gather_fused, dynamic=True)
+        index = hnd_index.view(b, KV, nb)
+        fmask = mask.float()
+        fns["compiled gather-fused"] = lambda: fused(
+            q, hnd_k.view(-1, BS, D), hnd_v.view(-1, BS, D), index, fmask
+        )
     show(f"decode attention, one layer, {b} x ctx {ctx}", side_by_side(fns, repeats))
+
+
+def _gather_fused(q, k_rows, v_rows, index, mask):
+    """Decode attention as elementwise products and sums over the pool rows `index` points at, so
+    inductor can fold the gather into the loops instead of copying the context first."""
+    b, nb = q.shape[0], index.shape[-1]
+    k, v = k_rows[index], v_rows[index]  # [B, KV, nb, BS, D]
+    s = (q.view(b, KV, H // KV, 1, 1, D).float() * k[:, :, None].float()).sum(-1)
+    p = (s.view(b, KV, H // KV, nb * BS) * D**-0.5 + mask).softmax(-1)
+    o = (p.view(b, KV, H // KV, nb, BS, 1) * v[:, :, None].float()).sum((3, 4))
+    return o.to(q.dtype).view(b, H, D)
+
+
+def prompt_attention(t: int, repeats: int, flex: bool) -> None:
+    dt = torch.bfloat16
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(1, H, t, D, dtype=dt, generator=g)
+    k, v = (torch.randn(1, KV, t, D, dtype=dt, generator=g) for _ in range(2))
+    causal = torch.full((t, t), float("-inf")).triu(1)
+
+    def dense():
+        s = torch.matmul(q.view(KV, H // KV * t, D), k[0].transpose(-1, -2)).float().view(KV, H // KV, t, t)
+        p = (s * D**-0.5 + causal).softmax(-1).to(dt)
+        return torch.matmul(p.view(KV, -1, t), v[0])
+
+    fns = {
+        "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True),
+        "dense matmul": dense,
+    }
+    if flex:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        bm = create_block_mask(lambda b, h, qi, ki: qi >= ki, None, None, t, t, device="cpu", BLOCK_SIZE=64)
+        fa = torch.compile(flex_attention, dynamic=False)
+        fns["flex compiled"] = lambda: fa(q, k, v, block_mask=bm, enable_gqa=True)
+    show(f"causal prompt attention, one layer, {t} tokens", side_by_side(fns, max(3, repeats // 5)))
 
 
 def _flex(q, k_pool, v_pool, table, ctxs):
@@ -107,8 +151,16 @@ def _flex(q, k_pool, v_pool, table, ctxs):
     idx = torch.zeros(b, 1, 1, pool, dtype=torch.int32)  # the CPU lowering wants pool-wide lists
     idx[:, 0, 0, :nb] = table.to(torch.int32)
     num = torch.full((b, 1, 1), nb, dtype=torch.int32)
+    none = torch.zeros(b, 1, 1, dtype=torch.int32)  # torch 2.13's CPU decode template needs full blocks
     bm = BlockMask.from_kv_blocks(
-        num, idx, BLOCK_SIZE=(16, BS), mask_mod=mask_mod, seq_lengths=(1, pool * BS), compute_q_blocks=False
+        num,
+        idx,
+        none,
+        torch.zeros_like(idx),
+        BLOCK_SIZE=(16, BS),
+        mask_mod=mask_mod,
+        seq_lengths=(1, pool * BS),
+        compute_q_blocks=False,
     )
     keys = k_pool.view(1, pool * BS, KV, D).transpose(1, 2)
     values = v_pool.view(1, pool * BS, KV, D).transpose(1, 2)
@@ -159,12 +211,16 @@ def pointwise(rows: int, repeats: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--skip-flex", action="store_true", help="skip compiled FlexAttention (compiles ~10 s)")
+    ap.add_argument(
+        "--skip-flex", action="store_true", help="skip the compiled variants (~30 s of compiling)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     with torch.inference_mode():
         for b, ctx in ((1, 256), (16, 208), (64, 256)):
             attention(b, ctx, args.repeats, not args.skip_flex and b == 16)
+        for t in (128, 512):
+            prompt_attention(t, args.repeats, not args.skip_flex)
         for rows in (1, 16, 128, 512):
             matmuls(rows, args.repeats)
         for rows in (16, 512):

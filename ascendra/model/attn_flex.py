@@ -115,8 +115,12 @@ class FlexPagedAttention:
         def zeros(*shape: int, dtype=torch.int32) -> torch.Tensor:
             return torch.zeros(shape, dtype=dtype, device=device)
 
-        part = FlexPart(torch.arange(batch, device=device), zeros(batch, dtype=torch.long),
-                        zeros(batch, 1, 1), zeros(batch, 1, 1, max_blocks))
+        part = FlexPart(
+            torch.arange(batch, device=device),
+            zeros(batch, dtype=torch.long),
+            zeros(batch, 1, 1),
+            zeros(batch, 1, 1, max_blocks),
+        )
         empty = zeros(0, dtype=torch.long)
         plan = FlexPlan(part, True, empty, empty, empty)
         self._finalize(plan, num_blocks, block_size)
@@ -165,9 +169,20 @@ class FlexPagedAttention:
             return (owner[blk] == part.seq[at]) & visible
 
         q_len = 1 if rows else part.seq.numel()
+        # torch 2.13's CPU decode template does not compile without full-block lists: empty ones.
+        full = (
+            (torch.zeros_like(part.kv_num_blocks), torch.zeros_like(part.kv_indices))
+            if self._pad_lists
+            else ()
+        )
         part.block_mask = BlockMask.from_kv_blocks(
-            part.kv_num_blocks, part.kv_indices, BLOCK_SIZE=(Q_BLOCK, block_size), mask_mod=mask,
-            seq_lengths=(q_len, num_blocks * block_size), compute_q_blocks=False,
+            part.kv_num_blocks,
+            part.kv_indices,
+            *full,
+            BLOCK_SIZE=(Q_BLOCK, block_size),
+            mask_mod=mask,
+            seq_lengths=(q_len, num_blocks * block_size),
+            compute_q_blocks=False,
         )
 
     # ---- per layer -----------------------------------------------------------------------------
@@ -191,6 +206,12 @@ class FlexPagedAttention:
         mask = plan.part.block_mask
         if plan.rows_layout:
             return self._rows(q.unsqueeze(2), keys, values, block_mask=mask, enable_gqa=gqa).squeeze(2)
-        o = self._flat(q.transpose(0, 1).unsqueeze(0), keys, values, block_mask=mask, enable_gqa=gqa,
-                       kernel_options=self._flat_options)
+        o = self._flat(
+            q.transpose(0, 1).unsqueeze(0),
+            keys,
+            values,
+            block_mask=mask,
+            enable_gqa=gqa,
+            kernel_options=self._flat_options,
+        )
         return o[0].transpose(0, 1)
