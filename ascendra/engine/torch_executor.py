@@ -52,9 +52,10 @@ class TorchExecutor:
         self.model = model
         self.device = torch.device(device) if device is not None else model.device
         self.dtype = dtype or model.dtype
-        if self.device != model.device or self.dtype != model.dtype:
+        moved = self.device != model.device or self.dtype != model.dtype
+        if moved:
             model.cast(self.dtype, self.device)
-        if attention is not None or model.attention is None:
+        if attention is not None or model.attention is None or moved:  # a backend is per device
             model.use_attention(make_attention(attention, model.config, self.device, self.dtype))
         self.block_size = block_size
         self._num_blocks = num_blocks
