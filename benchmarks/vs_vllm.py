@@ -10,7 +10,11 @@ group), (4) print one table.
     python3 benchmarks/vs_vllm.py --systems vllm --modes raw
 
 Ascendra runs on its default dtype ("auto": bfloat16 on this CPU) with the shipped CPU profile
-(`--profile`), which the export's folder name would otherwise not select.
+(`--profile`), which the export's folder name would otherwise not select, and iterations capped at
+--ascendra-token-budget tokens (0: uncapped). On this shared 2-core machine, contention slows
+prompt-heavy iterations (1.5x the profile) more than decode-heavy ones (1.1x); the schedulers' one
+learnt slowdown follows the many small iterations, so uncapped LP iterations sized to the TBT SLO
+overran it (docs/benchmarks.md section 7).
 
 Results (bench JSON per run, server logs, the table as markdown) go to --out. On a 2-core machine shared
 with other jobs the absolute figures move with the load; the 1-minute load average is printed per run.
@@ -62,8 +66,10 @@ def start_vllm(a: argparse.Namespace, model_dir: Path, out: Path) -> Server:
 
 
 def start_ascendra(a: argparse.Namespace, model_dir: Path, out: Path) -> Server:
-    cmd = [sys.executable, "-m", "ascendra.cli.serve", "--model", str(model_dir), "--served-model-name",
-           SERVED_NAME, "--host", "127.0.0.1", "--port", str(a.ascendra_port), "--profile", a.profile,
+    budget = ["--token-budget", str(a.ascendra_token_budget)] if a.ascendra_token_budget else []
+    cmd = [sys.executable, "-m", "ascendra.cli.serve", *budget, "--model", str(model_dir),
+           "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(a.ascendra_port),
+           "--profile", a.profile,
            "--system", "ascendra", "--instances", str(a.instances),
            "--threads-per-instance", str(max(1, a.threads // a.instances)),
            "--ttft-slo-ms", str(a.ttft_slo_ms), "--tbt-slo-ms", str(a.tbt_slo_ms), "--log-level", "warning"]
@@ -164,6 +170,8 @@ def main() -> int:
     ap.add_argument("--raw-output-len", type=int, default=64)
     ap.add_argument("--instances", type=int, default=2, help="Ascendra instances (1 HP + the rest LP)")
     ap.add_argument("--profile", default="cpu-smollm2", help="Ascendra's performance profile")
+    ap.add_argument("--ascendra-token-budget", type=int, default=128,
+                    help="Ascendra's cap on tokens per iteration (0: none)")
     # vLLM's OMP workers spin-wait: with 2 threads on 2 cores shared with other jobs it ran 4-8x slower
     # than with 1 (h5_results.md), so 1 is the default; Ascendra gets max(1, threads // instances) each.
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per system (vLLM: OMP)")
