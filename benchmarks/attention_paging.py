@@ -21,11 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from ascendra.model.attention import SeqChunk, build_metadata
+from ascendra.model.attn_backends import make_attention
 from ascendra.model.config import named_config
 from ascendra.model.kv_cache import KVCache
-from ascendra.model.llama import LlamaForCausalLM, rms_norm
+from ascendra.model.layers import rope_qk, silu_and_mul
+from ascendra.model.llama import MATMULS, LlamaForCausalLM, rms_norm
 from ascendra.model.loader import load_dummy
-from ascendra.model.rope import apply_rope, cos_sin
+from ascendra.model.rope import cos_sin
 
 BLOCK = 16
 CONTEXT = 512
@@ -36,14 +38,16 @@ def contiguous_forward(model: LlamaForCausalLM, ids: torch.Tensor, start: int, c
     c = model.config
     b, s = ids.shape
     t = b * s
-    qs, kvs = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+    qs = c.num_heads * c.head_dim
     cos, sin = cos_sin(torch.arange(start, start + s).repeat(b), model.inv_freq, model.dtype)
     x = F.embedding(ids.reshape(-1), model.embed)
-    for layer, (ck, cv) in zip(model.layers, cache, strict=True):
+    mm = model._linear  # the same matmul kernels (packed or plain) as the paged forward
+    for i, (layer, (ck, cv)) in enumerate(zip(model.layers, cache, strict=True)):
+        w = model._weights[i] if model._weights is not None else {n: getattr(layer, n) for n in MATMULS}
         h = rms_norm(x, layer.input_norm, c.rms_norm_eps)
-        q, k, v = F.linear(h, layer.qkv).split([qs, kvs, kvs], dim=-1)
-        q = apply_rope(q.view(t, c.num_heads, c.head_dim), cos, sin)
-        k = apply_rope(k.view(t, c.num_kv_heads, c.head_dim), cos, sin)
+        qkv = mm(h, w["qkv"]).view(t, c.num_heads + 2 * c.num_kv_heads, c.head_dim)
+        qk = rope_qk(qkv[:, : c.num_heads + c.num_kv_heads], cos, sin)
+        q, k, v = qk[:, : c.num_heads], qk[:, c.num_heads :], qkv[:, c.num_heads + c.num_kv_heads :]
         ck[:, :, start:start + s] = k.view(b, s, c.num_kv_heads, c.head_dim).transpose(1, 2)
         cv[:, :, start:start + s] = v.view(b, s, c.num_kv_heads, c.head_dim).transpose(1, 2)
         o = F.scaled_dot_product_attention(
@@ -53,12 +57,12 @@ def contiguous_forward(model: LlamaForCausalLM, ids: torch.Tensor, start: int, c
             is_causal=s > 1,
             enable_gqa=True,
         )
-        x = x + F.linear(o.transpose(1, 2).reshape(t, qs), layer.o)
+        x = x + mm(o.transpose(1, 2).reshape(t, qs), w["o"])
         h = rms_norm(x, layer.post_norm, c.rms_norm_eps)
-        gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)
-        x = x + F.linear(F.silu(gate) * up, layer.down)
+        x = x + mm(silu_and_mul(mm(h, w["gate_up"])), w["down"])
     last = torch.arange(s - 1, t, s)
-    return F.linear(rms_norm(x[last], model.norm, c.rms_norm_eps), model.lm_head).float()
+    head = model._lm_head if model._lm_head is not None else model.lm_head
+    return mm(rms_norm(x[last], model.norm, c.rms_norm_eps), head).float()
 
 
 def paired_median_ms(fns: list, repeats: int) -> list[float]:
@@ -82,7 +86,8 @@ def scenario(
     c = model.config
     ctx = computed + new
     per_seq = -(-ctx // BLOCK)
-    pool = KVCache.allocate(c, batch * per_seq + 8, BLOCK, model.dtype, "cpu")
+    layout = model.attention_backend().kv_layout
+    pool = KVCache.allocate(c, batch * per_seq + 8, BLOCK, model.dtype, "cpu", layout)
     order = torch.randperm(pool.num_blocks, generator=torch.Generator().manual_seed(0)).tolist()
     tables = [order[i * per_seq:(i + 1) * per_seq] for i in range(batch)]
     ids = torch.randint(0, c.vocab_size, (batch, new))
@@ -128,6 +133,7 @@ def main() -> None:
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--load-blocks", type=int, default=0, help="also GGUF load time, RSS (N blocks)")
     ap.add_argument("--cases", default="all", help="e.g. 'decode32,prefill512'")
+    ap.add_argument("--attention", default="auto", help="paged attention backend (auto: the CPU's default)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.load_blocks:
@@ -138,10 +144,12 @@ def main() -> None:
         wanted = args.cases.split(",")
         cases = [cs for cs in cases if f"{cs[0]}{cs[1] if cs[0] == 'decode' else cs[2]}" in wanted]
     print(f"SmolLM2-135M shape, dummy weights, block {BLOCK}, {args.threads} threads, "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}, paged attention {args.attention}")
     print(f"{'case':<22}{'dtype':<10}{'paged ms':>10}{'contig ms':>11}{'paged/contig':>14}")
     for dtype_name in args.dtypes.split(","):
         model = load_dummy(named_config("smollm2-135m"), getattr(torch, dtype_name)).model
+        model.use_attention(make_attention(args.attention, model.config, "cpu", model.dtype))
+        model.pack_weights()
         for kind, batch, new, computed in cases:
             paged, contig = scenario(model, batch, new, computed, args.repeats)
             label = f"{kind} B={batch} ctx={computed + new}" if kind == "decode" else f"prefill {new}"

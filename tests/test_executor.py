@@ -191,3 +191,20 @@ def test_bfloat16_executor_on_dummy_weights() -> None:
     out = executor.execute(batch)
     assert all(isinstance(t, int) and 0 <= t < tiny.config.vocab_size for t in out.token_ids)
     assert executor.kv_cache.k[0].dtype == torch.bfloat16
+
+
+def test_execute_reports_one_error_slot_per_sequence_and_extreme_params_sample(smol) -> None:
+    """The extremes SamplingParams admits (the door refuses anything past them) all sample."""
+    executor = TorchExecutor(smol.model, num_blocks=8, block_size=BLOCK)
+    odd = SamplingParams(temperature=1e-300, top_k=SamplingParams.MAX_TOP_K, seed=SamplingParams.SEED_RANGE[1])
+    wild = SamplingParams(temperature=0.8, top_k=SamplingParams.MAX_TOP_K, seed=SamplingParams.SEED_RANGE[0])
+    a, b, c = (make_request(r, list(range(200, 209)), p) for r, p in (("a", odd), ("b", wild), ("c", None)))
+    for i, r in enumerate((a, b, c)):
+        r.block_ids = [i]
+    batch = ScheduledBatch()
+    for r in (a, b, c):
+        batch.add(r, 9)
+    out = executor.execute(batch)
+    assert out.errors == [None, None, None]
+    assert all(isinstance(t, int) for t in out.token_ids)
+    assert out.token_ids[0] == out.token_ids[2]  # 1e-300 is greedy, like no params at all

@@ -73,7 +73,8 @@ def test_mixed_batch_logits_match_transformers(tmp_path, kw) -> None:
     seqs = [torch.randint(0, 320, (n,), generator=g) for n in (40, 23, 9, 70)]
     with torch.inference_mode():
         ref = [hf(s[None]).logits[0] for s in seqs]
-    kv = KVCache.allocate(loaded.config, 64, 8, torch.float32, "cpu")
+    layout = loaded.model.attention_backend().kv_layout
+    kv = KVCache.allocate(loaded.config, 64, 8, torch.float32, "cpu", layout)
     # Scattered, non-contiguous block tables, as a real allocator hands out.
     tables = [[7, 3, 30, 12, 5], [1, 22, 9], [40, 41], [50, 2, 13, 44, 17, 60, 8, 11, 33]]
     steps = [
@@ -99,7 +100,7 @@ def test_bfloat16_close_to_float32(tmp_path) -> None:
     seq = torch.randint(0, 320, (30,), generator=torch.Generator().manual_seed(2))
     outs = []
     for m in (f32, bf16):
-        kv = KVCache.allocate(m.config, 8, 16, m.model.dtype, "cpu")
+        kv = KVCache.allocate(m.config, 8, 16, m.model.dtype, "cpu", m.model.attention_backend().kv_layout)
         outs.append(run(m.model, kv, [seq], [[3, 1]], [(0, 30)])[0])
     assert outs[1].dtype == torch.float32
     cos = torch.nn.functional.cosine_similarity(outs[0], outs[1], dim=0)
@@ -222,19 +223,20 @@ def test_sampler_seeded_batch_independent_and_filters() -> None:
     def draws(rows: list[int], n: int = 20) -> list[int]:
         gens = [make_generator(11 if r == 0 else r, "cpu") for r in rows]
         params = [p if r == 0 else SamplingParams(temperature=1.5, seed=r) for r in rows]
-        return [sample(logits[rows], params, gens)[0][rows.index(0)] for _ in range(n)]
+        return [sample(logits[rows], params, gens).token_ids[rows.index(0)] for _ in range(n)]
 
     alone = draws([0])
     assert alone == draws([0]) == draws([2, 0, 3]) == draws([3, 1, 0])
     assert len(set(alone)) > 1
-    top1 = sample(logits, [SamplingParams(top_k=1)] * 4, [make_generator(0, "cpu")] * 4)[0]
+    top1 = sample(logits, [SamplingParams(top_k=1)] * 4, [make_generator(0, "cpu")] * 4).token_ids
     assert top1 == logits.argmax(-1).tolist()
     narrow = SamplingParams(temperature=2.0, top_k=2)
     allowed = set(logits[1].topk(2).indices.tolist())
     gen = make_generator(5, "cpu")
-    assert {sample(logits[1:2], [narrow], [gen])[0][0] for _ in range(30)} == allowed
+    assert {sample(logits[1:2], [narrow], [gen]).token_ids[0] for _ in range(30)} == allowed
     tiny_p = SamplingParams(temperature=1.0, top_p=1e-6, logprobs=True)
-    toks, lps = sample(logits, [tiny_p] * 4, [make_generator(i, "cpu") for i in range(4)])
+    out = sample(logits, [tiny_p] * 4, [make_generator(i, "cpu") for i in range(4)])
+    toks, lps = out.token_ids, out.logprobs
     assert toks == logits.argmax(-1).tolist()
     assert lps == pytest.approx(torch.log_softmax(logits, -1).max(-1).values.tolist(), abs=1e-5)
 
@@ -251,3 +253,37 @@ def test_hf_folder_tokenizer_files(tmp_path, smol_tokenizer: Tokenizer) -> None:
     assert tok.encode_chat(messages) == smol_tokenizer.encode_chat(messages)
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
         Tokenizer.from_hf_folder(tmp_path / "missing")
+
+
+def test_sampler_survives_extreme_params_row_by_row() -> None:
+    """The extremes validation admits, which used to raise for the whole batch: a near-zero
+    temperature (logits / 1e-300 overflow), the largest top_k, a negative seed (torch's generators
+    take unsigned 64 bits), a huge temperature. Each row samples on its own."""
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(3))
+    params = [
+        SamplingParams(temperature=1e-300),
+        SamplingParams(temperature=0.7, top_k=SamplingParams.MAX_TOP_K),
+        SamplingParams(temperature=1.0, seed=-3),
+        SamplingParams(temperature=1e300, top_p=0.5),
+    ]
+    gens = [None if p.greedy else make_generator(p.seed, "cpu") for p in params]
+    out = sample(logits, params, gens)
+    assert out.errors == [None] * 4 and all(isinstance(t, int) and 0 <= t < 50 for t in out.token_ids)
+    assert out.token_ids[0] == logits[0].argmax().item()  # below 1e-5 counts as greedy, as in vLLM
+    # A seed is reduced modulo 2**64: -3 draws exactly what 2**64 - 3 draws.
+    again = sample(logits[2:3], [params[2]], [make_generator(2**64 - 3, "cpu")])
+    assert again.token_ids == [out.token_ids[2]]
+
+
+def test_a_row_with_broken_logits_fails_alone() -> None:
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(4))
+    logits[1, 7] = float("nan")
+    logits[3, 9] = float("inf")
+    params = [SamplingParams(temperature=0.0), SamplingParams(temperature=0.0, logprobs=True),
+              SamplingParams(temperature=0.9, seed=1, logprobs=True), SamplingParams(temperature=0.9, seed=2)]
+    gens = [None, None, make_generator(1, "cpu"), make_generator(2, "cpu")]
+    out = sample(logits, params, gens)
+    assert out.errors[0] is None and out.errors[2] is None
+    assert out.errors[1] is not None and out.errors[3] is not None and "finite" in out.errors[1]
+    assert out.token_ids[1] is None and out.token_ids[3] is None and out.logprobs[1] is None
+    assert out.token_ids[0] == logits[0].argmax().item() and out.logprobs[2] <= 0.0

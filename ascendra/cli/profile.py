@@ -24,10 +24,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--model", default="default", help="'default' (SmolLM2), a HF folder, a .gguf or dummy:<shape>"
     )
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="auto: bfloat16 on CUDA and on CPUs with bfloat16 instructions, else float32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads, as each serving instance uses")
-    p.add_argument("--num-blocks", type=int, default=4096, help="KV blocks of the executor under test")
+    p.add_argument("--num-blocks", type=int, default=None,
+                   help="KV blocks of the executor under test (default: 4096 on CPU, 32768 on a GPU)")
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--instances", type=int, default=1,
@@ -40,15 +42,23 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ascendra.engine.factory import resolve_dtype
     from ascendra.engine.profiler import ProfileJob, fit_profile, run_profile_job
 
+    if args.num_blocks is None:
+        args.num_blocks = 4096 if args.device == "cpu" else 32768
     if args.threads < 1 or args.repeats < 1 or args.num_blocks < 1 or args.instances < 1:
         raise ValueError("--threads, --repeats, --num-blocks and --instances must be at least 1")
+    args.dtype = resolve_dtype(args.dtype, args.device)
     job = ProfileJob(args.model, args.dtype, args.device, args.threads, args.num_blocks, args.block_size,
                      args.repeats, args.quick)
     with tqdm(desc="profiling", unit="batch") as bar:
         points, cfg = run_profile_job(job, args.instances, progress=bar)
     hardware = f"{args.device}-{platform.machine()}-{args.threads}t"
+    if args.device.startswith("cuda"):
+        import torch
+
+        hardware = torch.cuda.get_device_name(torch.device(args.device)).lower().replace(" ", "-")
     model_name = "smollm2-135m" if args.model == "default" else str(args.model).rstrip("/").split("/")[-1]
     perf = fit_profile(
         points,

@@ -10,7 +10,7 @@ import sys
 
 from ascendra.cluster.system import SYSTEMS, SystemConfig
 from ascendra.core.config import KVCapacity
-from ascendra.engine.factory import DTYPES, InstanceSpec, load_model_info, resolve_perf_model
+from ascendra.engine.factory import DTYPES, InstanceSpec, load_model_info, resolve_dtype, resolve_perf_model
 from ascendra.model.config import kv_blocks_for_memory
 from ascendra.runtime.live.state import LiveConfig
 
@@ -38,8 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: sampling defaults (temperature, top_p, top_k) for requests that set "
                    "none, from the model's generation_config.json or GGUF, or its model card for the "
                    "default model; none: OpenAI's (temperature 1, top_p 1) (default: %(default)s)")
-    p.add_argument("--dtype", default="float32", choices=DTYPES,
-                   help="weights and KV cache precision (default: %(default)s)")
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="weights and KV cache precision; auto: bfloat16 on CUDA and on CPUs with bfloat16 "
+                   "instructions (AVX512-BF16 or AMX), else float32 (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device of the instances: cpu, cuda, cuda:1, ... "
                    "(default: %(default)s)")
     p.add_argument("--system", default="ascendra", choices=SYSTEMS,
@@ -120,8 +121,9 @@ def build_server_config(args: argparse.Namespace):  # -> ascendra.server.app.Ser
     defaults = generation_defaults(args.model, args.generation_config)
     if args.num_blocks is not None and args.num_blocks < 1:
         raise ValueError(f"--num-blocks must be at least 1, got {args.num_blocks}")
+    dtype = resolve_dtype(args.dtype, args.device)
     num_blocks = args.num_blocks or kv_blocks_for_memory(info.config, str(args.kv_cache_memory),
-                                                         args.block_size, args.dtype)
+                                                         args.block_size, dtype)
     capacity = KVCapacity(num_blocks, args.block_size, info.max_model_len)
     perf, source = resolve_perf_model(args.profile, info, args.device)
     num_hp = args.hp_instances if args.system == "ascendra" else 0

@@ -44,18 +44,43 @@ class SpreadBatch:
     prefills: tuple[tuple[int, int], ...] = ()
     decodes: tuple[int, ...] = ()
 
+    def seqs(self) -> list[tuple[int, int]]:
+        """(num_computed, num_new) of every sequence, prompt chunks first."""
+        return [*self.prefills, *((c, 1) for c in self.decodes)]
+
     def kv_tokens(self) -> int:
-        return sum(c + n for c, n in self.prefills) + sum(c + 1 for c in self.decodes)
+        return sum(c + n for c, n in self.seqs())
 
 
-def batch_spread(max_model_len: int, quick: bool = False, max_tokens: int | None = None) -> list[SpreadBatch]:
+# What a GPU's schedulers produce: budgets up to 8k tokens, up to 256 decodes at long contexts.
+GPU_SPREAD = dict(
+    chunks=[64, 128, 256, 512, 1024, 2048, 4096, 8192],
+    ctxs=[0, 1024, 4096],
+    decode_bs=[1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256],
+    decode_ctx=[256, 1024, 4096],
+    hybrid_bs=[16, 64, 128],
+    hybrid_n=[256, 512, 2048],
+)
+
+
+def batch_spread(
+    max_model_len: int, quick: bool = False, max_tokens: int | None = None, device: str = "cpu"
+) -> list[SpreadBatch]:
     """Every batch to time; batches holding more than `max_tokens` KV tokens in all (the pool
-    under test, a block of slack per sequence) are left out."""
+    under test, a block of slack per sequence) are left out. A GPU gets its own, larger spread
+    (`GPU_SPREAD`); `quick` trims either."""
     cap = max_model_len - 1
     chunks = [16, 64, 128, 256, 512] if quick else [8, 16, 32, 64, 128, 256, 384, 512, 768, 1024]
     ctxs = [0, 512] if quick else [0, 256, 1024, 2048]
     decode_bs = [1, 3, 4, 16, 32] if quick else [1, 2, 3, 4, 6, 8, 12, 16, 32, 48, 64]
     decode_ctx = [64, 512] if quick else [64, 256, 1024, 2048]
+    hybrid_bs = [4, 16] if quick else [4, 16, 32]
+    hybrid_n = [64, 256] if quick else [32, 128, 256, 512]
+    if device != "cpu":
+        g = GPU_SPREAD
+        step = 2 if quick else 1
+        chunks, ctxs, decode_bs = g["chunks"][::step], g["ctxs"], g["decode_bs"][::step]
+        decode_ctx, hybrid_bs, hybrid_n = g["decode_ctx"], g["hybrid_bs"], g["hybrid_n"]
     spread = []
     for n in chunks:
         for c in ctxs:
@@ -64,13 +89,36 @@ def batch_spread(max_model_len: int, quick: bool = False, max_tokens: int | None
     for b in decode_bs:
         for c in decode_ctx:
             spread.append(SpreadBatch(f"decode {b}x@{c}", decodes=(min(c, cap - 1),) * b))
-    for b in [4, 16] if quick else [4, 16, 32]:
-        for n in [64, 256] if quick else [32, 128, 256, 512]:
-            spread.append(SpreadBatch(f"hybrid {b}x@256+{n}", ((0, n),), (min(256, cap - 1),) * b))
+    for b in hybrid_bs:
+        for n in hybrid_n:
+            spread.append(SpreadBatch(f"hybrid {b}x@256+{n}", ((0, min(n, cap)),), (min(256, cap - 1),) * b))
     return [
         sb for sb in spread
         if max_tokens is None or sb.kv_tokens() + 16 * (len(sb.prefills) + len(sb.decodes)) <= max_tokens
     ]
+
+
+def build_batch(
+    executor, sb: SpreadBatch, vocab_size: int, block_size: int, rng: random.Random
+) -> ScheduledBatch:
+    """The batch `sb` of random tokens, with blocks from a fresh block manager over the executor's
+    pool; a decode's last token is an output token and its prompt all cached. Every sequence samples."""
+    bm = BlockManager(executor.num_blocks, block_size, watermark=0.0)
+    batch = ScheduledBatch()
+    seqs = [(c, n, False) for c, n in sb.prefills] + [(c, 1, True) for c in sb.decodes]
+    for i, (computed, new, decode) in enumerate(seqs):
+        ids = [rng.randrange(vocab_size) for _ in range(computed + new)]
+        r = Request(f"p{i}", 0.0, computed + new, 1, SLO(1.0, 1.0), prompt_token_ids=ids)
+        if decode:
+            r.prompt_len -= 1
+            r.output_token_ids = [ids[-1]]
+            r.prompt_token_ids = ids[:-1]
+            r.is_decode = True
+        if not bm.allocate_slots(r, computed + new):
+            raise ValueError(f"the KV pool ({executor.num_blocks} blocks) cannot hold batch {sb.label!r}")
+        r.num_computed_tokens = computed
+        batch.add(r, new)
+    return batch
 
 
 def time_batches(
@@ -87,21 +135,7 @@ def time_batches(
     rng = random.Random(seed)
     points = []
     for sb in spread:
-        bm = BlockManager(executor.num_blocks, block_size, watermark=0.0)
-        batch = ScheduledBatch()
-        seqs = [(c, n, False) for c, n in sb.prefills] + [(c, 1, True) for c in sb.decodes]
-        for i, (computed, new, decode) in enumerate(seqs):
-            ids = [rng.randrange(vocab_size) for _ in range(computed + new)]
-            r = Request(f"p{i}", 0.0, computed + new, 1, SLO(1.0, 1.0), prompt_token_ids=ids)
-            if decode:  # its last token is an output token, its prompt all cached
-                r.prompt_len -= 1
-                r.output_token_ids = [ids[-1]]
-                r.prompt_token_ids = ids[:-1]
-                r.is_decode = True
-            if not bm.allocate_slots(r, computed + new):
-                raise ValueError(f"the KV pool ({executor.num_blocks} blocks) cannot hold batch {sb.label!r}")
-            r.num_computed_tokens = computed
-            batch.add(r, new)
+        batch = build_batch(executor, sb, vocab_size, block_size, rng)
         executor.execute(batch)  # warm-up: allocator, caches
         times = []
         for _ in range(repeats):
@@ -134,7 +168,7 @@ class ProfileJob:
     """What one profiling process loads and times; plain data, so it crosses process boundaries."""
 
     model: str = "default"
-    dtype: str = "float32"
+    dtype: str = "auto"
     device: str = "cpu"
     threads: int = 1
     num_blocks: int = 4096
@@ -151,12 +185,14 @@ class ProfileJob:
         from ascendra.model.loader import load_model
 
         torch.set_num_threads(self.threads)
-        dtype = torch_dtype(self.dtype)
+        dtype = torch_dtype(self.dtype, self.device)
         loaded = load_model(self.model, dtype=dtype, device=self.device)
         cfg = loaded.config
         executor = TorchExecutor(loaded.model, self.num_blocks, self.block_size, self.device, dtype)
         max_len = min(cfg.max_position_embeddings, self.num_blocks * self.block_size)
-        spread = batch_spread(max_len, quick=self.quick, max_tokens=self.num_blocks * self.block_size)
+        spread = batch_spread(
+            max_len, quick=self.quick, max_tokens=self.num_blocks * self.block_size, device=self.device
+        )
         if shuffle_seed is not None:
             random.Random(shuffle_seed).shuffle(spread)
         if progress is not None:

@@ -13,8 +13,10 @@ from ascendra.core.batch import ScheduledBatch
 from ascendra.core.request import Request
 from ascendra.engine.executor import ExecuteOutput
 from ascendra.model.attention import SeqChunk, build_metadata
+from ascendra.model.attn_backends import make_attention
 from ascendra.model.config import ModelConfig
 from ascendra.model.config import kv_blocks_for_memory as _kv_blocks
+from ascendra.model.cuda_graphs import GRAPH_BUCKETS, DecodeGraphs
 from ascendra.model.kv_cache import KVCache
 from ascendra.model.llama import LlamaForCausalLM
 from ascendra.model.sampling import GREEDY, SamplingParams, make_generator, sample
@@ -28,15 +30,38 @@ class TorchExecutor:
         block_size: int = 16,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        attention: str | None = None,
+        cuda_graphs: bool | None = None,
+        graph_buckets: tuple[int, ...] = GRAPH_BUCKETS,
     ) -> None:
+        """`attention`: a backend name (`attn_backends.BACKENDS`), None for the device's default.
+        `cuda_graphs` (default: on CUDA) runs decode-only batches through graphs captured here;
+        False runs everything eagerly. Asked for on CPU, the same static, padded path runs
+        eagerly (how the tests check it)."""
         self.model = model
         self.device = torch.device(device) if device is not None else model.device
         self.dtype = dtype or model.dtype
-        if self.device != model.device or self.dtype != model.dtype:
+        moved = self.device != model.device or self.dtype != model.dtype
+        if moved:
             model.cast(self.dtype, self.device)
+        if attention is not None or model.attention is None or moved:  # a backend is per device
+            model.use_attention(make_attention(attention, model.config, self.device, self.dtype))
         self.block_size = block_size
-        self.kv_cache = KVCache.allocate(model.config, num_blocks, block_size, self.dtype, self.device)
+        self._num_blocks = num_blocks
+        use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        # Graphs pad batches with dummy sequences that live in one extra block, outside the pool the
+        # block manager hands out (blocks 0 .. num_blocks - 1).
+        layout = model.attention_backend().kv_layout
+        self.kv_cache = KVCache.allocate(
+            model.config, num_blocks + int(use_graphs), block_size, self.dtype, self.device, layout
+        )
+        model.pack_weights()
         self._generators: dict[str, torch.Generator] = {}
+        self.graphs: DecodeGraphs | None = None
+        if use_graphs:
+            max_blocks = -(-min(model.config.max_position_embeddings, num_blocks * block_size) // block_size)
+            self.graphs = DecodeGraphs(model, self.kv_cache, max_blocks, num_blocks, graph_buckets)
+            self.graphs.capture()
 
     @property
     def config(self) -> ModelConfig:
@@ -44,47 +69,57 @@ class TorchExecutor:
 
     @property
     def num_blocks(self) -> int:
-        return self.kv_cache.num_blocks
+        """Blocks the block manager may hand out (the scratch block of the graphs excluded)."""
+        return self._num_blocks
 
     def execute(self, batch: ScheduledBatch) -> ExecuteOutput:
+        n = len(batch)
         if batch.is_empty:
-            return ExecuteOutput([], [])
+            return ExecuteOutput([], [], [])
         chunks: list[SeqChunk] = []
         input_ids: list[int] = []
         sample_rows: list[int] = []  # sequence index of each logits row
         last_token: list[int] = []  # flattened row whose logits it samples from
-        offset = 0
-        for i, (req, n) in enumerate(zip(batch.requests, batch.num_new_tokens, strict=True)):
+        for i, (req, k) in enumerate(zip(batch.requests, batch.num_new_tokens, strict=True)):
             c = req.num_computed_tokens
-            if c + n > req.num_tokens:
+            if c + k > req.num_tokens:
                 raise ValueError(
-                    f"request {req.request_id}: {c}+{n} tokens scheduled but it has {req.num_tokens}"
+                    f"request {req.request_id}: {c}+{k} tokens scheduled but it has {req.num_tokens}"
                 )
-            input_ids.extend(_token_slice(req, c, n))
-            chunks.append(SeqChunk(req.block_ids, c, n, req.is_decode))
-            offset += n
-            if c + n == req.num_tokens:
+            input_ids.extend(_token_slice(req, c, k))
+            chunks.append(SeqChunk(req.block_ids, c, k, req.is_decode))
+            if c + k == req.num_tokens:
                 sample_rows.append(i)
-                last_token.append(offset - 1)
+                last_token.append(len(input_ids) - 1)
+        token_ids: list[int | None] = [None] * n
+        logprobs: list[float | None] = [None] * n
+        errors: list[str | None] = [None] * n
         with torch.inference_mode():
-            meta = build_metadata(chunks, self.block_size, self.device)
-            ids = torch.tensor(input_ids, dtype=torch.long, device=self.device)
-            rows = torch.tensor(last_token, dtype=torch.long, device=self.device)
-            token_ids: list[int | None] = [None] * len(batch)
-            logprobs: list[float | None] = [None] * len(batch)
-            if not sample_rows:
-                self.model(ids, meta, self.kv_cache, rows)
-                return ExecuteOutput(token_ids, logprobs)
-            logits = self.model(ids, meta, self.kv_cache, rows)
+            if self.graphs is not None and self.graphs.can_run(chunks):
+                logits = self.graphs.run(chunks, input_ids)  # decodes: every sequence samples
+            else:
+                logits = self._forward(chunks, input_ids, last_token if sample_rows else None)
+            if logits is None:
+                return ExecuteOutput(token_ids, logprobs, errors)
             params = [self._params(batch.requests[i].params) for i in sample_rows]
             gens = [
                 None if p.greedy else self._generator(batch.requests[i].request_id, p)
                 for i, p in zip(sample_rows, params, strict=True)
             ]
-            toks, lps = sample(logits, params, gens)
-        for i, t, lp in zip(sample_rows, toks, lps, strict=True):
-            token_ids[i], logprobs[i] = t, lp
-        return ExecuteOutput(token_ids, logprobs)
+            out = sample(logits, params, gens)
+        for j, i in enumerate(sample_rows):
+            token_ids[i], logprobs[i], errors[i] = out.token_ids[j], out.logprobs[j], out.errors[j]
+        return ExecuteOutput(token_ids, logprobs, errors)
+
+    def _forward(
+        self, chunks: list[SeqChunk], input_ids: list[int], last_token: list[int] | None
+    ) -> torch.Tensor | None:
+        meta = build_metadata(chunks, self.block_size, self.device)
+        ids = torch.tensor(input_ids, dtype=torch.long).to(self.device, non_blocking=True)
+        rows = None
+        if last_token is not None:
+            rows = torch.tensor(last_token, dtype=torch.long).to(self.device, non_blocking=True)
+        return self.model(ids, meta, self.kv_cache, rows)
 
     def release(self, request_id: str) -> None:
         """Forget a finished or aborted request's sampling state."""

@@ -2,7 +2,9 @@
 
 One forward takes the flattened tokens of a batch that mixes prompt chunks and decode tokens and
 returns logits only at the rows that sample. Q/K/V and gate/up projections are fused into one matmul
-each at load time; rotary tables, slot mapping and gather indices are computed once per forward.
+each at load time; the residual add rides with each norm, RoPE turns queries and keys in one go,
+and the attention backend (chosen per device, see `attn_backends.py`) plans its per-iteration
+bookkeeping once for all layers.
 """
 
 from __future__ import annotations
@@ -13,18 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ascendra.model.attention import AttentionMetadata, paged_attention
+from ascendra.model.attention import AttentionMetadata
 from ascendra.model.config import ModelConfig
 from ascendra.model.kv_cache import KVCache
-from ascendra.model.rope import apply_rope, cos_sin, inv_frequencies
+from ascendra.model.layers import add_rms_norm, rms_norm, rope_qk, silu_and_mul
+from ascendra.model.linear import Linear, can_pack, pack, packed_linear, plain_linear
+from ascendra.model.rope import cos_sin, inv_frequencies
 
+__all__ = ["MATMULS", "LlamaForCausalLM", "LlamaLayer", "rms_norm"]
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    # Same order of operations as HF LlamaRMSNorm (float32 statistics, scale in the model dtype),
-    # so bf16 results match it bit for bit where the matmuls do.
-    xf = x.float()
-    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * xf.to(x.dtype)
+MATMULS = ("qkv", "o", "gate_up", "down")  # the weights a layer multiplies by
 
 
 class LlamaLayer(nn.Module):
@@ -67,11 +67,40 @@ class LlamaForCausalLM(nn.Module):
             )
         )
         self.inv_freq = inv_frequencies(c).to(self.device)
+        self.attention = None  # set by use_attention(); chosen per device on first forward if not
+        # What the forward multiplies by: the parameters themselves, or their packed copies.
+        self._linear: Linear = plain_linear
+        self._weights: list[dict[str, torch.Tensor]] | None = None
+        self._lm_head: torch.Tensor | None = None
+
+    def use_attention(self, backend) -> None:
+        """The attention backend the forward uses (`attn_backends.make_attention`)."""
+        self.attention = backend
+
+    def attention_backend(self):
+        """The backend in use; the device's default if none was set. Its `kv_layout` is the layout
+        the KV cache must be allocated in."""
+        if self.attention is None:
+            from ascendra.model.attn_backends import make_attention
+
+            self.attention = make_attention(None, self.config, self.device, self.dtype)
+        return self.attention
+
+    def pack_weights(self) -> bool:
+        """Lay the matmul weights out once for the device's kernel, where that pays (`linear.py`);
+        call after the last `cast`. Returns whether it packed."""
+        if not can_pack(self.dtype, self.device):
+            return False
+        self._weights = [{n: pack(getattr(layer, n)) for n in MATMULS} for layer in self.layers]
+        self._lm_head = pack(self.lm_head)
+        self._linear = packed_linear
+        return True
 
     def cast(self, dtype: torch.dtype, device: torch.device | str) -> LlamaForCausalLM:
         """Move/convert the weights in place (tied embeddings stay tied)."""
         self.to(device=device, dtype=dtype)
         self.dtype, self.device = dtype, torch.device(device)
+        self._linear, self._weights, self._lm_head = plain_linear, None, None  # packed for the old dtype
         self.inv_freq = self.inv_freq.to(self.device)
         return self
 
@@ -156,23 +185,39 @@ class LlamaForCausalLM(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------------
     def forward(
-        self, input_ids: torch.Tensor, meta: AttentionMetadata, kv: KVCache, logits_indices: torch.Tensor
-    ) -> torch.Tensor:
-        """input_ids: [T]; returns float32 logits [len(logits_indices), vocab]."""
+        self,
+        input_ids: torch.Tensor,
+        meta: AttentionMetadata,
+        kv: KVCache,
+        logits_indices: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        """input_ids: [T]; returns float32 logits [len(logits_indices), vocab] (None if no row samples)."""
         c = self.config
+        attn_backend = self.attention_backend()
+        if kv.layout != attn_backend.kv_layout:
+            raise ValueError(f"attention {attn_backend.name!r} reads a {attn_backend.kv_layout} KV cache, "
+                             f"got {kv.layout}")
+        if meta.plan_owner != attn_backend.name:  # built once per iteration, read by every layer
+            meta.plan, meta.plan_owner = attn_backend.plan(meta, self.dtype), attn_backend.name
         t = input_ids.shape[0]
-        q_size, kv_size = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+        heads, kv_heads, d = c.num_heads, c.num_kv_heads, c.head_dim
         cos, sin = cos_sin(meta.positions, self.inv_freq, self.dtype)
-        x = F.embedding(input_ids, self.embed)
+        slots = kv.slot_index(meta.slot_mapping)
+        mm = self._linear
+        x, residual = F.embedding(input_ids, self.embed), None
         for i, layer in enumerate(self.layers):
-            h = rms_norm(x, layer.input_norm, c.rms_norm_eps)
-            q, k, v = F.linear(h, layer.qkv).split([q_size, kv_size, kv_size], dim=-1)
-            q = apply_rope(q.view(t, c.num_heads, c.head_dim), cos, sin)
-            k = apply_rope(k.view(t, c.num_kv_heads, c.head_dim), cos, sin)
-            attn = paged_attention(q, k, v.view(t, c.num_kv_heads, c.head_dim), kv.k[i], kv.v[i], meta)
-            x = x + F.linear(attn.view(t, q_size), layer.o)
-            h = rms_norm(x, layer.post_norm, c.rms_norm_eps)
-            gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.down)
-        x = rms_norm(x.index_select(0, logits_indices), self.norm, c.rms_norm_eps)
-        return F.linear(x, self.lm_head).float()
+            w = self._weights[i] if self._weights is not None else None
+            h, residual = add_rms_norm(x, residual, layer.input_norm, c.rms_norm_eps)
+            qkv = mm(h, w["qkv"] if w else layer.qkv).view(t, heads + 2 * kv_heads, d)
+            qk = rope_qk(qkv[:, : heads + kv_heads], cos, sin)
+            q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :]
+            kv.write(i, k, v, slots)
+            attn = attn_backend.forward(q, k, v, kv.k[i], kv.v[i], meta)
+            x = mm(attn.reshape(t, heads * d), w["o"] if w else layer.o)
+            h, residual = add_rms_norm(x, residual, layer.post_norm, c.rms_norm_eps)
+            x = mm(silu_and_mul(mm(h, w["gate_up"] if w else layer.gate_up)), w["down"] if w else layer.down)
+        if logits_indices is None:
+            return None
+        x = (residual + x).index_select(0, logits_indices)
+        x = rms_norm(x, self.norm, c.rms_norm_eps)
+        return mm(x, self._lm_head if self._lm_head is not None else self.lm_head).float()

@@ -1,4 +1,5 @@
-"""Rotary position embeddings (the non-interleaved "rotate half" form HF Llama checkpoints use)."""
+"""Rotary position embeddings (the non-interleaved "rotate half" form HF Llama checkpoints use):
+frequencies and the per-batch cos/sin tables; `layers.rope_qk` applies them."""
 
 from __future__ import annotations
 
@@ -39,9 +40,3 @@ def cos_sin(
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype).unsqueeze(1), emb.sin().to(dtype).unsqueeze(1)
 
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [T, heads, head_dim]."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
