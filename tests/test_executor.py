@@ -196,8 +196,9 @@ def test_bfloat16_executor_on_dummy_weights() -> None:
 def test_execute_reports_one_error_slot_per_sequence_and_extreme_params_sample(smol) -> None:
     """The extremes SamplingParams admits (the door refuses anything past them) all sample."""
     executor = TorchExecutor(smol.model, num_blocks=8, block_size=BLOCK)
-    odd = SamplingParams(temperature=1e-300, top_k=SamplingParams.MAX_TOP_K, seed=SamplingParams.SEED_RANGE[1])
-    wild = SamplingParams(temperature=0.8, top_k=SamplingParams.MAX_TOP_K, seed=SamplingParams.SEED_RANGE[0])
+    lo, hi = SamplingParams.SEED_RANGE
+    odd = SamplingParams(temperature=1e-300, top_k=SamplingParams.MAX_TOP_K, seed=hi)
+    wild = SamplingParams(temperature=0.8, top_k=SamplingParams.MAX_TOP_K, seed=lo)
     a, b, c = (make_request(r, list(range(200, 209)), p) for r, p in (("a", odd), ("b", wild), ("c", None)))
     for i, r in enumerate((a, b, c)):
         r.block_ids = [i]

@@ -68,7 +68,10 @@ def project(snap: QueueView, now: float, joining: Request | None = None) -> tupl
                 break
             j = int(behind.argmax())
             late[j] = True
-            start[j + 1 :] -= cost[j]
+            if np.isfinite(cost[j]):
+                start[j + 1 :] -= cost[j]
+            else:  # the ones behind it started at infinity: their starts anew, without it
+                start = _schedule(snap, now, slo, late, rem, partial, before)[1]
             found += 1
         else:  # a queue far past saturation: the rest that are behind at this point, at once
             late |= start > latest
@@ -93,8 +96,11 @@ def _schedule(snap: QueueView, now: float, slo: np.ndarray, late: np.ndarray, re
     p_cost = np.zeros(len(partial) + 1)
     if partial:
         p_cost[1:] = np.cumsum([first.cost(n, w) for _, n, w in partial])
-    on_time = np.where(late, 0.0, cost)
-    return cost, now + np.cumsum(on_time) - on_time + p_cost[before], p_cost
+    # Each one starts after the on-time ones ahead of it: an exclusive prefix sum, taken without
+    # subtracting (a cost that is infinite, an iteration no budget fits, would make inf - inf).
+    ahead = np.zeros(len(rem))
+    np.cumsum(np.where(late, 0.0, cost)[:-1], out=ahead[1:])
+    return cost, now + ahead + p_cost[before], p_cost
 
 
 def _base(snap: QueueView) -> float:
