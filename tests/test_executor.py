@@ -105,6 +105,7 @@ def generate(
     return {r.request_id: r.output_token_ids for r in requests}
 
 
+@pytest.mark.slow  # end to end: loads transformers' own model as the reference (~25 s)
 def test_greedy_matches_transformers_with_chunked_prefill_and_preemption(smol, hf_reference) -> None:
     tok = smol.tokenizer
     prompts = [tok.encode_chat([{"role": "user", "content": p}]) for p in PROMPTS]
