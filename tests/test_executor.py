@@ -9,8 +9,8 @@ import torch
 
 from ascendra.core.batch import ScheduledBatch
 from ascendra.core.request import SLO, Request
-from ascendra.engine.torch_executor import TorchExecutor, kv_blocks_for_memory
-from ascendra.model.config import named_config
+from ascendra.engine.torch_executor import TorchExecutor
+from ascendra.model.config import kv_blocks_for_memory, named_config
 from ascendra.model.loader import default_model_path, load_model
 from ascendra.model.sampling import SamplingParams
 
@@ -173,7 +173,7 @@ def test_kv_blocks_for_memory() -> None:
     cfg = named_config("smollm2-135m")
     per_block = 2 * 30 * 3 * 64 * 4 * 16  # K and V, 30 layers, 3 kv heads, dim 64, fp32, 16 tokens
     assert kv_blocks_for_memory(cfg, per_block * 10) == 10
-    assert kv_blocks_for_memory(cfg, "1GiB", dtype=torch.bfloat16) == 2**30 // (per_block // 2)
+    assert kv_blocks_for_memory(cfg, "1GiB", dtype="bfloat16") == 2**30 // (per_block // 2)
     with pytest.raises(ValueError):
         kv_blocks_for_memory(cfg, 100)
     with pytest.raises(ValueError):

@@ -195,6 +195,7 @@ class Router:
             cache[h] = int(project(snap, now)[0].late.sum())
         return t if int(first.late.sum()) <= cache[h] else None
 
+
 def _partial_tokens(snap: QueueView) -> int:
     return sum(r.num_remaining_prefill for r in snap.prefilling)
 

@@ -86,10 +86,11 @@ def build_instance(spec: InstanceSpec) -> Instance:
     from ascendra.model.loader import load_model
 
     torch.set_num_threads(spec.threads)
-    dtype = torch_dtype(spec.dtype, spec.device)
+    dtype_name = resolve_dtype(spec.dtype, spec.device)
+    dtype = getattr(torch, dtype_name)
     loaded = load_model(spec.model, dtype=dtype, device=spec.device, seed=spec.seed)
     num_blocks = spec.num_blocks or kv_blocks_for_memory(
-        loaded.config, spec.kv_cache_memory, spec.block_size, resolve_dtype(spec.dtype, spec.device)
+        loaded.config, spec.kv_cache_memory, spec.block_size, dtype_name
     )
     executor = TorchExecutor(loaded.model, num_blocks, spec.block_size, spec.device, dtype)
     blocks = BlockManager(num_blocks, spec.block_size, spec.watermark)

@@ -15,7 +15,6 @@ from ascendra.engine.executor import ExecuteOutput
 from ascendra.model.attention import SeqChunk, build_metadata
 from ascendra.model.attn_backends import make_attention
 from ascendra.model.config import ModelConfig
-from ascendra.model.config import kv_blocks_for_memory as _kv_blocks
 from ascendra.model.cuda_graphs import GRAPH_BUCKETS, DecodeGraphs
 from ascendra.model.kv_cache import KVCache
 from ascendra.model.llama import LlamaForCausalLM
@@ -151,10 +150,3 @@ def _token_slice(req: Request, start: int, n: int) -> list[int]:
     if start + n <= plen:
         return prompt[start : start + n]
     return prompt[start:] + req.output_token_ids[: start + n - plen]
-
-
-def kv_blocks_for_memory(
-    config: ModelConfig, memory: int | str, block_size: int = 16, dtype: torch.dtype = torch.float32
-) -> int:
-    """`model.config.kv_blocks_for_memory` for a torch dtype."""
-    return _kv_blocks(config, memory, block_size, str(dtype).removeprefix("torch."))
