@@ -11,7 +11,7 @@ A graph replays the whole forward with one launch. It replays fixed shapes at fi
   dropped, so padding changes no real token (`tests/test_cuda_graphs.py` checks it on CPU, where the
   same static path runs eagerly);
 - all graphs share one memory pool, captured largest first, and its size is measured
-  (`memory_bytes`) so the KV sizing can count it (`torch_executor.kv_blocks_for_device`).
+  (`memory_bytes`) so the KV sizing can count it (`engine/gpu_memory.kv_blocks_for_device`).
 
 Mixed iterations (any prompt chunk) and decodes beyond the largest bucket run eagerly. The backend
 must offer `graph_plan(batch, max_blocks_per_seq, num_pool_blocks, block_size, device)` and
