@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 
+from ascendra.cli import serve_vllm
 from ascendra.cluster.system import SYSTEMS, SystemConfig
 from ascendra.core.config import KVCapacity
 from ascendra.engine.factory import DTYPES, InstanceSpec, load_model_info, resolve_dtype, resolve_perf_model
@@ -90,6 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="largest request body; larger ones get 413 (default: %(default)s, room for a "
                       "128k-token prompt as JSON)")
     p.add_argument("--log-level", default="info", help="uvicorn's log level (default: %(default)s)")
+    serve_vllm.add_arguments(p)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -117,14 +119,18 @@ def build_server_config(args: argparse.Namespace):  # -> ascendra.server.app.Ser
     from ascendra.server.app import ServerConfig
     from ascendra.server.defaults import generation_defaults
 
+    if args.engine == "vllm" and args.vllm_url:
+        args.instances, args.hp_instances = serve_vllm.roles_of(args.vllm_url)
     info = load_model_info(args.model)
     defaults = generation_defaults(args.model, args.generation_config)
     if args.num_blocks is not None and args.num_blocks < 1:
         raise ValueError(f"--num-blocks must be at least 1, got {args.num_blocks}")
     dtype = resolve_dtype(args.dtype, args.device)
-    num_blocks = args.num_blocks or kv_blocks_for_memory(info.config, str(args.kv_cache_memory),
-                                                         args.block_size, dtype)
-    capacity = KVCapacity(num_blocks, args.block_size, info.max_model_len)
+    kv_memory = f"{args.vllm_kv_cache_gib}GiB" if args.engine == "vllm" else str(args.kv_cache_memory)
+    num_blocks = args.num_blocks or kv_blocks_for_memory(info.config, kv_memory, args.block_size, dtype)
+    max_model_len = min(info.max_model_len, serve_vllm.VLLM_MAX_MODEL_LEN) if args.engine == "vllm" \
+        else info.max_model_len
+    capacity = KVCapacity(num_blocks, args.block_size, max_model_len)
     perf, source = resolve_perf_model(args.profile, info, args.device)
     num_hp = args.hp_instances if args.system == "ascendra" else 0
     system = SystemConfig(system=args.system, num_instances=args.instances, num_hp=num_hp,
@@ -134,6 +140,12 @@ def build_server_config(args: argparse.Namespace):  # -> ascendra.server.app.Ser
     live = LiveConfig(system, spec, perf, capacity, ray_address=args.ray_address,
                       heartbeat_timeout=args.heartbeat_timeout)
     name = args.served_model_name or info.name
+    if args.engine == "vllm":
+        live.vllm = serve_vllm.vllm_engines(args, name, perf, max_model_len,
+                                            (args.ttft_slo_ms / 1000, args.tbt_slo_ms / 1000))
+        live.router_address, live.secret = args.router_address, serve_vllm.router_secret()
+        print(f"  vLLM engines: {', '.join(live.vllm.url(i) for i in range(args.instances))} "
+              f"(logs in {live.vllm.log_dir})", file=sys.stderr, flush=True)
     aliases = tuple(a for a in {args.model, info.name} if a != name)
     from ascendra.server.protocol import SLO_MS_RANGE
 

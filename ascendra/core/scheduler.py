@@ -281,12 +281,8 @@ class Scheduler:
             finished.append(req)
         if finished:
             self.running = [r for r in self.running if r.status is running]
-        predicted = batch.predicted
-        if predicted > 0:
-            ratio = (now - batch.start_time) / predicted
-            lo, hi = SLOWDOWN_RANGE
-            ratio = lo if ratio < lo else hi if ratio > hi else ratio
-            self.slowdown += SLOWDOWN_GAIN * (ratio - self.slowdown)
+        if batch.predicted > 0:
+            self.slowdown = learnt_slowdown(self.slowdown, now - batch.start_time, batch.predicted)
         return finished
 
     # ---- what the router reads -----------------------------------------------------------------
@@ -305,6 +301,14 @@ class Scheduler:
                 prefilling.append(r)
         q = self.waiting
         return QueueView(q.as_list(), q.columns, prefilling, num_decodes, ctx, min_tbt, self.projection())
+
+
+def learnt_slowdown(slowdown: float, elapsed: float, predicted: float) -> float:
+    """The slowdown after an iteration predicted at `predicted` seconds took `elapsed`: the one
+    rule, for our engine's scheduler and for the vLLM plugin alike."""
+    lo, hi = SLOWDOWN_RANGE
+    ratio = min(hi, max(lo, elapsed / predicted))
+    return slowdown + SLOWDOWN_GAIN * (ratio - slowdown)
 
 
 def decode_shape(num_decodes: int, decode_context: int) -> BatchShape:

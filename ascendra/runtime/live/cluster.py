@@ -31,6 +31,7 @@ from ascendra.runtime.live.remote_view import RemoteInstanceView
 from ascendra.runtime.live.state import ClusterObserver, LiveConfig, Tracked, WorkerState
 from ascendra.runtime.live.supervisor import Supervisor
 from ascendra.runtime.live.transport import ServerTransport
+from ascendra.runtime.live.vllm_stream import VLLMRequests
 from ascendra.runtime.live.wire import new_secret
 
 log = logging.getLogger("ascendra.server")
@@ -69,9 +70,13 @@ class LiveCluster:
             }))
         self.router = Router(list(self.views), self.roles, sysc.router_config())
         self.supervisor = Supervisor(config, specs, self.roles, self.observer, self._on_dead, self._on_alive)
-        self._secret = new_secret()  # the workers' proof that a frame is theirs (see wire.py)
+        # The workers' proof that a frame is theirs (see wire.py): drawn per launch, or the
+        # operator's when engines started elsewhere report here.
+        self._secret = config.secret or new_secret()
         self.transport = ServerTransport(self._secret)
         self._offloads: dict[str, int] = {}  # request id -> HP index, while the steal is in flight
+        # vLLM engines take requests over their OpenAI API, one stream each; ours over the socket.
+        self.vllm: VLLMRequests | None = None
         self._seq = 0
         self._tasks: list[asyncio.Task] = []
         self._supervising: asyncio.Task | None = None
@@ -101,7 +106,13 @@ class LiveCluster:
             restore_signal_handlers()
             # Actors on other nodes connect back over the cluster's network (signed frames).
             tcp_host = "127.0.0.1" if cfg.ray_address == "local" else node_ip
-        endpoint = self.transport.bind(tcp_host)
+        if cfg.router_address:
+            host, _, port = cfg.router_address.rpartition(":")
+            endpoint = self.transport.bind(host or "0.0.0.0", int(port))
+        else:
+            endpoint = self.transport.bind(tcp_host)
+        if cfg.vllm is not None:
+            self.vllm = VLLMRequests(cfg.vllm, self._on_engine_output, self._on_engine_error)
         log.info("instance workers connect on %s", endpoint)
         self._tasks.append(asyncio.create_task(self._recv_loop()))
         try:
@@ -116,8 +127,7 @@ class LiveCluster:
     def fail_all(self, reason: str) -> None:
         """End every request in flight with an error (their streams close) and free their blocks."""
         for tr in list(self.tracked.values()):
-            if tr.instance >= 0 and self.workers[tr.instance].alive:
-                self._send(tr.instance, m.Abort(self._next_seq(), tr.add.request_id))
+            self._abort_on(tr)
             self._fail(tr, reason)
 
     async def shutdown(self, fail_reason: str = "the server is shutting down") -> None:
@@ -125,6 +135,8 @@ class LiveCluster:
         if self._supervising is not None:
             self._supervising.cancel()  # no restarts while the workers are being stopped
         await self.supervisor.stop(lambda i: self._send(i, m.Stop(self._next_seq())))
+        if self.vllm is not None:
+            await self.vllm.close()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -150,9 +162,15 @@ class LiveCluster:
         tr = self.tracked.get(request_id)
         if tr is None:
             return
-        if tr.instance >= 0 and self.workers[tr.instance].alive:
-            self._send(tr.instance, m.Abort(self._next_seq(), request_id))
+        self._abort_on(tr)
         self._end(tr)
+
+    def _abort_on(self, tr: Tracked) -> None:
+        """End the request in its instance and free its blocks there."""
+        if self.vllm is not None:
+            self.vllm.cancel(tr.add.request_id)  # closing the stream aborts it in the engine
+        elif tr.instance >= 0 and self.workers[tr.instance].alive:
+            self._send(tr.instance, m.Abort(self._next_seq(), tr.add.request_id))
 
     def _dispatch(self, tr: Tracked, now: float) -> None:
         if self.num_alive == 0:
@@ -166,7 +184,20 @@ class LiveCluster:
         tr.add.seq, tr.add.sent_at = seq, time.time()
         self.views[i].mark_sent(tr.add.request_id, seq)
         self.send_latency.append(tr.add.sent_at - tr.add.arrival_time)
-        self._send(i, tr.add)
+        if self.vllm is not None:
+            self.vllm.start(tr.add, i)
+        else:
+            self._send(i, tr.add)
+
+    def _on_engine_output(self, i: int, out: RequestOutput) -> None:
+        tr = self.tracked.get(out.request_id)
+        if tr is not None and tr.instance == i:
+            self._deliver(tr, out)
+
+    def _on_engine_error(self, i: int, request_id: str, reason: str) -> None:
+        tr = self.tracked.get(request_id)
+        if tr is not None and tr.instance == i:
+            self._fail(tr, reason)
 
     def _end(self, tr: Tracked) -> None:
         rid = tr.add.request_id
@@ -236,7 +267,7 @@ class LiveCluster:
             if tr is not None and tr.instance == i:
                 self._deliver(tr, out)
         self._settle_steals(rep, now)
-        self.views[i].update(rep.snapshot, rep.acked_seq)
+        self.views[i].update(rep.snapshot, rep.acked_seq, [rid for rid, _ in rep.received])
         self.observer.on_report(w, rep.snapshot)
         for req, target in self.router.offload(i, now):
             self._offloads[req.request_id] = target
@@ -260,6 +291,8 @@ class LiveCluster:
             tr = self.tracked.get(rid)
             if tr is None or target is None:
                 continue  # aborted while the steal was in flight: the worker already dropped it
+            if self.vllm is not None:
+                self.vllm.cancel(rid)  # the engine no longer has it: its stream there just ends
             if self.workers[target].alive:
                 self.num_offloads += 1
                 self.observer.on_offload()
@@ -289,6 +322,8 @@ class LiveCluster:
             self._offloads.pop(tr.add.request_id, None)
             for v in self.views:
                 v.forget(tr.add.request_id)
+            if self.vllm is not None:
+                self.vllm.cancel(tr.add.request_id)
             if tr.tokens_delivered == 0:
                 self._redispatch(tr, now)  # the client has seen nothing: start over elsewhere
             else:

@@ -10,6 +10,7 @@ when a worker refuses a steal.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 from ascendra.core.projection import Projection, QueueView
@@ -72,12 +73,16 @@ class RemoteInstanceView:
         if entry is not None and self._waiting.remove(entry[1]):
             self.pending_prefill_tokens -= entry[1].num_remaining_prefill
 
-    def update(self, report: Snapshot, acked_seq: int) -> None:
-        """Rebuild the mirror from a worker's report; adds it has applied leave the in-transit set."""
+    def update(self, report: Snapshot, acked_seq: int, received: Iterable[str] = ()) -> None:
+        """Rebuild the mirror from a worker's report; adds it has applied leave the in-transit set:
+        ours by the sequence number it acknowledges, a vLLM engine's (sent over HTTP, not our
+        socket) by the ids it says it received."""
         self.report = report
         self.acked_seq = max(self.acked_seq, acked_seq)
+        got = set(received)
         self.in_transit = {
-            rid: (s, r) for rid, (s, r) in self.in_transit.items() if s is None or s > self.acked_seq
+            rid: (s, r) for rid, (s, r) in self.in_transit.items()
+            if (s is None or s > self.acked_seq) and rid not in got
         }
         reqs = self._requests
         queue = self._new_queue()

@@ -14,6 +14,7 @@ from ascendra.engine.factory import InstanceSpec
 from ascendra.engine.instance import RequestOutput
 from ascendra.runtime.live import messages as m
 from ascendra.runtime.live.launcher import WorkerHandle
+from ascendra.runtime.live.vllm_launcher import VLLMEngines
 
 
 @dataclass
@@ -30,6 +31,10 @@ class LiveConfig:
     # A dead instance is started again after a back-off that doubles from the first figure to the
     # second with each death in a row (reset once it has run for a minute); 0: never restart.
     restart_backoff: tuple[float, float] = (1.0, 60.0)
+    vllm: VLLMEngines | None = None  # the instances are vLLM engines (None: our own engine's workers)
+    # Where instances started by someone else report (HOST:PORT, TCP), and the key they sign with.
+    router_address: str | None = None
+    secret: bytes | None = None
 
 
 @dataclass(eq=False)

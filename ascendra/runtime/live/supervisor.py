@@ -17,6 +17,7 @@ from ascendra.engine.factory import InstanceSpec
 from ascendra.runtime.live import messages as m
 from ascendra.runtime.live.launcher import ProcessWorker, RayWorker
 from ascendra.runtime.live.state import ClusterObserver, LiveConfig, WorkerState
+from ascendra.runtime.live.vllm_launcher import ExternalWorker, VLLMServerWorker
 
 log = logging.getLogger("ascendra.server")
 STABLE_AFTER_S = 60.0  # a worker that ran this long resets its back-off
@@ -49,6 +50,12 @@ class Supervisor:
         return sum(w.alive for w in self.workers)
 
     def _launch(self, i: int):  # -> WorkerHandle
+        engines = self.config.vllm
+        if engines is not None:
+            if not engines.launched:
+                return ExternalWorker()
+            spec = self.specs[i]
+            return VLLMServerWorker(engines, i, spec.policy, spec.scheduler, self._endpoint, self._secret)
         kind = RayWorker if self.config.ray_address else ProcessWorker
         return kind(self.specs[i], self._endpoint, i, self._secret)
 

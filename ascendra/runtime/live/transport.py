@@ -34,14 +34,18 @@ class ServerTransport:
         self.endpoint = ""
         self.num_rejected = 0  # frames dropped for a bad signature or shape
 
-    def bind(self, tcp_host: str | None = None) -> str:
-        """Listen on a private IPC path, or on TCP at `tcp_host` for workers on other machines."""
+    def bind(self, tcp_host: str | None = None, port: int = 0) -> str:
+        """Listen on a private IPC path, or on TCP at `tcp_host` for workers on other machines (on
+        `port`, or one the system picks)."""
         if tcp_host is None:
             self._dir = Path(tempfile.mkdtemp(prefix="ascendra-"))  # mode 0700: this user's alone
             self.endpoint = f"ipc://{self._dir / 'workers'}"
             self._sock.bind(self.endpoint)
         else:
-            port = self._sock.bind_to_random_port(f"tcp://{tcp_host}")
+            if port:
+                self._sock.bind(f"tcp://{tcp_host}:{port}")
+            else:
+                port = self._sock.bind_to_random_port(f"tcp://{tcp_host}")
             self.endpoint = f"tcp://{tcp_host}:{port}"
         return self.endpoint
 

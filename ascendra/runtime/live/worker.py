@@ -17,6 +17,7 @@ import time
 import zmq
 
 from ascendra.core.iteration_stats import IterationStats
+from ascendra.core.projection import QueueView
 from ascendra.core.request import RequestStatus
 from ascendra.core.scheduler import Scheduler
 from ascendra.engine.factory import InstanceSpec, build_instance
@@ -31,8 +32,16 @@ OFFLOAD_CHECK_WAIT_S = 0.025
 
 
 def snapshot_of(sched: Scheduler, num_steps: int = 0, iterations: IterationStats | None = None) -> m.Snapshot:
-    snap = sched.snapshot()
     bm = sched.block_manager
+    return wire_snapshot(sched.snapshot(), sched.pending_prefill_tokens, sched.num_running,
+                         bm.num_blocks - bm.num_free_blocks, bm.num_blocks, sched.num_preemptions, num_steps,
+                         sched.min_ttft_slo, sched.slowdown, iterations)
+
+
+def wire_snapshot(snap: QueueView, pending_prefill_tokens: int, num_running: int, blocks_used: int,
+                  num_blocks: int, num_preemptions: int, num_steps: int, min_ttft_slo: float | None,
+                  slowdown: float, iterations: IterationStats | None = None) -> m.Snapshot:
+    """A queue view as the router reads it, by request id: from our scheduler or the vLLM plugin."""
     return m.Snapshot(
         waiting=[
             m.WaitingEntry(r.request_id, r.num_remaining_prefill, r.started, len(r.output_token_ids))
@@ -42,14 +51,14 @@ def snapshot_of(sched: Scheduler, num_steps: int = 0, iterations: IterationStats
         num_decodes=snap.num_decodes,
         decode_context=snap.decode_context,
         min_tbt=snap.min_tbt,
-        pending_prefill_tokens=sched.pending_prefill_tokens,
-        num_running=sched.num_running,
-        blocks_used=bm.num_blocks - bm.num_free_blocks,
-        num_blocks=bm.num_blocks,
-        num_preemptions=sched.num_preemptions,
+        pending_prefill_tokens=pending_prefill_tokens,
+        num_running=num_running,
+        blocks_used=blocks_used,
+        num_blocks=num_blocks,
+        num_preemptions=num_preemptions,
         num_steps=num_steps,
-        min_ttft_slo=sched.min_ttft_slo,
-        slowdown=sched.slowdown,
+        min_ttft_slo=min_ttft_slo,
+        slowdown=slowdown,
         iterations=iterations or IterationStats(),
     )
 

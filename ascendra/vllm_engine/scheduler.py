@@ -1,0 +1,254 @@
+"""Ascendra's policies as vLLM schedulers: `vllm serve ... --scheduler-cls
+ascendra.vllm_engine.scheduler.LPScheduler` (or `HPScheduler`).
+
+vLLM's own scheduler keeps doing the mechanics (KV blocks, prefix cache, preemption, async steps,
+the output it hands the workers). The policy decides what it decides on our engine, read from the
+same code in `core/`:
+- the order of the waiting queue: the policy's `waiting_key` and, for the Ascendra policies, the
+  deferral of requests that can no longer make their deadline (`PolicyWaitingQueue`);
+- each step's token budget: the policy's `prefill_rate` (for LP and HP the largest prompt share
+  the performance model says keeps the tightest running TBT SLO), plus one token per decode.
+After each step the plugin reports to the router what our instance workers report (the waiting
+queue by the router's ids, the decodes, KV use, the step's duration against the prediction), and
+applies the router's steals (offloads) of requests that have not started.
+
+One difference from our engine: vLLM serves requests already running (decodes and partly
+prefilled prompts) before any waiting one, where ours merges partly prefilled prompts with waiting
+ones by key. Both start the same prompts first under SRPT and EDF; the projection charges running
+prompts first, as vLLM does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, replace
+
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+from vllm.v1.core.sched.output import SchedulerOutput
+from vllm.v1.request import Request as VLLMRequest
+from vllm.v1.request import RequestStatus as VLLMStatus
+
+from ascendra.core.batch import BatchShape
+from ascendra.core.iteration_stats import IterationStats
+from ascendra.core.policies.ascendra_hp import AscendraHPScheduler
+from ascendra.core.policies.ascendra_lp import AscendraLPScheduler
+from ascendra.core.projection import Projection, QueueView
+from ascendra.core.scheduler import Scheduler, learnt_slowdown
+from ascendra.core.ttft_slos import PendingTTFT
+from ascendra.runtime.live import messages as m
+from ascendra.runtime.live.worker import wire_snapshot
+from ascendra.vllm_engine.mirrors import DefaultSLO, Mirrors
+from ascendra.vllm_engine.plugin_config import PluginConfig
+from ascendra.vllm_engine.router_link import RouterLink
+from ascendra.vllm_engine.waiting_queue import PolicyWaitingQueue
+
+
+@dataclass(slots=True)
+class _Step:
+    scheduled_at: float
+    shape: BatchShape
+    predicted: float
+
+
+class AscendraScheduler(AsyncScheduler):
+    ascendra_policy: type[Scheduler] = AscendraLPScheduler
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = PluginConfig.from_env()
+        self.ascendra = cfg
+        self.perf_model = None
+        if cfg.profile:
+            from ascendra.profiles import load_profile
+
+            self.perf_model = load_profile(cfg.profile).perf_model
+        # vLLM's own limits bound the policy's: its budget never exceeds what the engine was sized for.
+        sched = cfg.scheduler if cfg.scheduler_given else replace(
+            cfg.scheduler, max_num_batched_tokens=self.max_num_scheduled_tokens,
+            max_num_seqs=self.max_num_running_reqs)
+        self.policy_config = replace(
+            sched, max_num_batched_tokens=min(sched.max_num_batched_tokens, self.max_num_scheduled_tokens),
+            max_idle_budget=min(sched.max_idle_budget, self.max_num_scheduled_tokens))
+        self.token_cap = self.max_num_scheduled_tokens
+        self.mirrors = Mirrors(DefaultSLO(cfg.default_ttft, cfg.default_tbt))
+        alone = self.perf_model.prefill_time if self.perf_model is not None else None
+        self.waiting = PolicyWaitingQueue(self.ascendra_policy, self.mirrors, alone)
+        policy, perf = self.ascendra_policy, self.perf_model
+        self.pending_ttft = PendingTTFT(policy.ttft_floor(self.policy_config, perf) if perf else 0.0)
+        self.slowdown = 1.0
+        self.iterations = IterationStats()
+        self.num_steps = 0
+        self.num_stolen = 0
+        self._steps: deque[_Step] = deque()
+        self._last_end = 0.0
+        self._received: list[tuple[str, float]] = []
+        self._stolen: list[str] = []
+        self._refused: list[str] = []
+        self._step_log = open(cfg.step_log, "a") if cfg.step_log else None  # noqa: SIM115 - engine lifetime
+        self.link = None
+        if cfg.router:
+            self.link = RouterLink(cfg.router, cfg.secret, cfg.index)
+            self.link.send(m.Hello(cfg.index, os.getpid(), self.kv_cache_config.num_blocks,
+                                   socket.gethostname()))
+            self._report()  # the router hears from an idle engine too (the link repeats it)
+
+    # ---- requests in and out -----------------------------------------------------------------
+
+    def add_request(self, request: VLLMRequest) -> None:
+        mirror = self.mirrors.add(request)
+        self.pending_ttft.add(mirror.slo.ttft)
+        self._received.append((mirror.request_id, time.time()))
+        super().add_request(request)
+
+    def _free_request(self, request: VLLMRequest, *args, **kwargs):
+        mirror = self.mirrors.drop(request.request_id)
+        if mirror is not None and not mirror.output_token_ids:
+            self.pending_ttft.remove(mirror.slo.ttft)  # it leaves without a first token
+        return super()._free_request(request, *args, **kwargs)
+
+    def _apply_router_messages(self) -> None:
+        if self.link is None:
+            return
+        inbox = self.link.inbox
+        while inbox:
+            msg = inbox.popleft()
+            if isinstance(msg, m.Steal):
+                (self._stolen if self._steal(msg.request_id) else self._refused).append(msg.request_id)
+
+    def _steal(self, router_id: str) -> bool:
+        """Hand a request over to another engine if no token of it has been computed. It ends here
+        as aborted; the router closes its stream to this engine, and vLLM's front end then
+        aborts a request its engine no longer has (a no-op)."""
+        for rid, req in self.mirrors.by_router_id().items():
+            if rid != router_id:
+                continue
+            mirror = self.mirrors.get(req.request_id)
+            if (req.status != VLLMStatus.WAITING or req.num_computed_tokens or req.num_output_tokens
+                    or mirror is None or mirror.started):
+                return False
+            self.finish_requests(req.request_id, VLLMStatus.FINISHED_ABORTED)
+            self.num_stolen += 1
+            return True
+        return False
+
+    # ---- each step ---------------------------------------------------------------------------
+
+    def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
+        now = time.time()
+        self._apply_router_messages()
+        self.waiting.begin_step(now, self.slowdown)
+        self.max_num_scheduled_tokens = self._token_budget()
+        out = super().schedule(throttle_prefills)
+        shape = BatchShape()
+        for rid, n in out.num_scheduled_tokens.items():
+            req = self.requests[rid]
+            before = req.num_computed_tokens - n  # vLLM advances it when it schedules
+            shape.add(before, n, decode=before >= req.num_prompt_tokens)
+            mirror = self.mirrors.get(rid)
+            if mirror is not None:
+                mirror.started = True
+        if shape.num_seqs:
+            predicted = self.perf_model.predict(shape) if self.perf_model is not None else 0.0
+            self._steps.append(_Step(now, shape, predicted))
+        return out
+
+    def _decode_state(self) -> tuple[int, int, float | None, list]:
+        decodes = context = 0
+        min_tbt = None
+        prefilling = []
+        for req in self.running:
+            mirror = self.mirrors.sync(req)
+            if req.num_computed_tokens >= req.num_prompt_tokens:
+                decodes += 1
+                context += req.num_computed_tokens + 1
+                tbt = mirror.slo.tbt
+                min_tbt = tbt if min_tbt is None or tbt < min_tbt else min_tbt
+            else:
+                prefilling.append(mirror)
+        return decodes, context, min_tbt, prefilling
+
+    def projection(self) -> Projection | None:
+        if self.perf_model is None:
+            return None
+        return Projection(self.ascendra_policy, self.policy_config, self.perf_model, self.slowdown,
+                          self.pending_ttft.tightest())
+
+    def _token_budget(self) -> int:
+        """The policy's own budget rule (`prefill_rate`, what the router projects with), plus one
+        token per decode, within what vLLM was sized for."""
+        p = self.projection()
+        if p is None:
+            return self.token_cap
+        decodes, context, min_tbt, _ = self._decode_state()
+        rate = p.prefill_rate(decodes, context, min_tbt)
+        return max(1, min(self.token_cap, decodes + rate.tokens_per_iteration))
+
+    def update_from_output(self, scheduler_output: SchedulerOutput, model_runner_output):
+        result = super().update_from_output(scheduler_output, model_runner_output)
+        now = time.time()
+        if scheduler_output.num_scheduled_tokens and self._steps:
+            step = self._steps.popleft()
+            # Steps run back to back: one ends when the output of the one before it was taken in.
+            elapsed = now - max(step.scheduled_at, self._last_end)
+            self._last_end = now
+            self.num_steps += 1
+            if step.predicted > 0 and elapsed > 0:
+                self.slowdown = learnt_slowdown(self.slowdown, elapsed, step.predicted)
+                self.iterations.record(elapsed, step.predicted)
+            if self._step_log is not None:
+                self._step_log.write(json.dumps({"shape": asdict(step.shape), "seconds": elapsed}) + "\n")
+                self._step_log.flush()
+        for rid in scheduler_output.num_scheduled_tokens:
+            req, mirror = self.requests.get(rid), self.mirrors.get(rid)
+            if req is None or mirror is None:
+                continue
+            if not mirror.output_token_ids and req.num_output_tokens:
+                self.pending_ttft.remove(mirror.slo.ttft)  # its first token
+                self.mirrors.sync(req)
+        self._report()
+        return result
+
+    # ---- what the router reads ---------------------------------------------------------------
+
+    def _report(self) -> None:
+        if self.link is None:
+            return
+        decodes, context, min_tbt, prefilling = self._decode_state()
+        q = self.waiting.queue
+        for mirror in q.as_list():
+            self.mirrors.sync(self.mirrors.engine_request(mirror))
+        view = QueueView(q.as_list(), q.columns, prefilling, decodes, context, min_tbt, None)
+        pending = sum(r.num_remaining_prefill for r in q.as_list()) + sum(r.num_remaining_prefill
+                                                                          for r in prefilling)
+        num_blocks = self.kv_cache_config.num_blocks
+        used = int(round(self.kv_cache_manager.usage * num_blocks))
+        snap = wire_snapshot(view, pending, len(self.running), used, num_blocks, 0, self.num_steps,
+                             self.pending_ttft.tightest(), self.slowdown, self.iterations)
+        self.link.send(m.Report(self.ascendra.index, 0, snap, received=self._received, stolen=self._stolen,
+                                refused=self._refused))
+        self._received, self._stolen, self._refused = [], [], []
+
+    def shutdown(self) -> None:
+        if self.link is not None:
+            self.link.close()
+        if self._step_log is not None:
+            self._step_log.close()
+        super().shutdown()
+
+
+class LPScheduler(AscendraScheduler):
+    """Low priority: shortest remaining prompt first, the TBT-safe budget."""
+
+    ascendra_policy = AscendraLPScheduler
+
+
+class HPScheduler(AscendraScheduler):
+    """High priority: earliest TTFT deadline first, the same budget rule."""
+
+    ascendra_policy = AscendraHPScheduler
+
+
