@@ -38,10 +38,33 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smaller spread (for tests and smoke runs)")
     p.add_argument("--name", default=None, help="profile name (default: <hardware>-<model>)")
     p.add_argument("--out", default="profile.json", help="where to write the profile (default: %(default)s)")
+    p.add_argument("--from-steps", nargs="+", default=None, metavar="STEPS.jsonl",
+                   help="fit from the steps a vLLM engine's Ascendra plugin recorded (the steps-N.jsonl "
+                   "files in `ascendra serve --engine vllm`'s --vllm-log-dir) instead of timing batches "
+                   "here (default: time batches)")
     return p
 
 
+def run_from_steps(args: argparse.Namespace) -> int:
+    from ascendra.profiles.steps import fit_steps, read_steps
+
+    shapes, seconds = read_steps(args.from_steps)
+    model_name = "smollm2-135m" if args.model == "default" else str(args.model).rstrip("/").split("/")[-1]
+    hardware = f"vllm-{args.device}-{platform.machine()}"
+    perf = fit_steps(shapes, seconds, args.device, name=args.name or f"{hardware}-{model_name}",
+                     hardware=hardware, model=model_name,
+                     notes={"source": "vLLM engine steps recorded by the Ascendra plugin"})
+    print(f"fit on {perf.notes['steps']} steps ({perf.notes['stalls_left_out']} stalls left out): MAPE "
+          f"{100 * perf.fit_mape:.1f}%, held-out {100 * (perf.heldout_mape or 0):.1f}%, "
+          f"spread {perf.spread:.3f}")
+    Profile(perf, KVCapacity()).save(args.out)
+    print(f"profile written to {args.out}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.from_steps:
+        return run_from_steps(args)
     from ascendra.engine.factory import resolve_dtype
     from ascendra.engine.profiler import ProfileJob, fit_profile, run_profile_job
 

@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ascendra.core.config import SchedulerConfig
@@ -88,7 +88,7 @@ class VLLMServerWorker:
         log_dir.mkdir(parents=True, exist_ok=True)
         with open(log_dir / f"vllm-{index}.log", "ab") as log:
             self.proc = subprocess.Popen(engines.command(index, policy), stdout=log, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True)
+                                         env=env, start_new_session=True, preexec_fn=_die_with_parent)
         self.pid = self.proc.pid
 
     def exited(self) -> str | None:
@@ -131,6 +131,10 @@ class ExternalWorker:
         pass
 
 
-def with_limits(engines: VLLMEngines, scheduler: SchedulerConfig) -> SchedulerConfig:
-    """The policy's limits within what the engines are sized for."""
-    return replace(scheduler, max_num_seqs=min(scheduler.max_num_seqs, engines.max_num_seqs))
+def _die_with_parent() -> None:
+    """In the child before exec: a server killed outright (SIGKILL) takes its engines with it, as
+    our own workers do (they watch their parent); vLLM cannot be taught to, the kernel can."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

