@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from vs_vllm import Server, _launch, stop, wait_ready  # noqa: E402
 
+from ascendra.cli.serve_vllm import VLLM_MAX_MODEL_LEN  # noqa: E402
 from ascendra.model.hf_export import default_export_dir, export  # noqa: E402
 from ascendra.workload.lengths import load_length_model  # noqa: E402
 
@@ -75,8 +76,8 @@ def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
             str(port),
             "--dtype",
             "bfloat16",
-            "--max-model-len",
-            str(a.max_model_len),
+            "--max-model-len",  # as `ascendra serve --engine vllm` starts its engines
+            str(VLLM_MAX_MODEL_LEN),
             "--disable-uvicorn-access-log",
         ]
     else:

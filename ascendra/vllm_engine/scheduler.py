@@ -37,6 +37,7 @@ from ascendra.core.iteration_stats import IterationStats
 from ascendra.core.policies.ascendra_hp import AscendraHPScheduler
 from ascendra.core.policies.ascendra_lp import AscendraLPScheduler
 from ascendra.core.projection import Projection, QueueView
+from ascendra.core.queue import REMAINING
 from ascendra.core.scheduler import Scheduler, learnt_slowdown
 from ascendra.core.ttft_slos import PendingTTFT
 from ascendra.runtime.live import messages as m
@@ -52,6 +53,9 @@ class _Step:
     scheduled_at: float
     shape: BatchShape
     predicted: float
+    plugin_seconds: float  # this step's scheduling work in our code, outside vLLM's schedule()
+    vllm_schedule_seconds: float  # vLLM's schedule(), our waiting queue's methods included
+    num_waiting: int
 
 
 class AscendraScheduler(AsyncScheduler):
@@ -139,10 +143,13 @@ class AscendraScheduler(AsyncScheduler):
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         now = time.time()
+        t0 = time.perf_counter()
         self._apply_router_messages()
         self.waiting.begin_step(now, self.slowdown)
         self.max_num_scheduled_tokens = self._token_budget()
+        t1 = time.perf_counter()
         out = super().schedule(throttle_prefills)
+        t2 = time.perf_counter()
         shape = BatchShape()
         for rid, n in out.num_scheduled_tokens.items():
             req = self.requests[rid]
@@ -153,7 +160,9 @@ class AscendraScheduler(AsyncScheduler):
                 mirror.started = True
         if shape.num_seqs:
             predicted = self.perf_model.predict(shape) if self.perf_model is not None else 0.0
-            self._steps.append(_Step(now, shape, predicted))
+            # Our own cost around vLLM's (the queue's order inside it is vLLM's loop's to pay).
+            own = (t1 - t0) + (time.perf_counter() - t2)
+            self._steps.append(_Step(now, shape, predicted, own, t2 - t1, len(self.waiting)))
         return out
 
     def _decode_state(self) -> tuple[int, int, float | None, list]:
@@ -190,6 +199,8 @@ class AscendraScheduler(AsyncScheduler):
     def update_from_output(self, scheduler_output: SchedulerOutput, model_runner_output):
         result = super().update_from_output(scheduler_output, model_runner_output)
         now = time.time()
+        t0 = time.perf_counter()
+        step = None
         if scheduler_output.num_scheduled_tokens and self._steps:
             step = self._steps.popleft()
             # Steps run back to back: one ends when the output of the one before it was taken in.
@@ -199,9 +210,6 @@ class AscendraScheduler(AsyncScheduler):
             if step.predicted > 0 and elapsed > 0:
                 self.slowdown = learnt_slowdown(self.slowdown, elapsed, step.predicted)
                 self.iterations.record(elapsed, step.predicted)
-            if self._step_log is not None:
-                self._step_log.write(json.dumps({"shape": asdict(step.shape), "seconds": elapsed}) + "\n")
-                self._step_log.flush()
         for rid in scheduler_output.num_scheduled_tokens:
             req, mirror = self.requests.get(rid), self.mirrors.get(rid)
             if req is None or mirror is None:
@@ -210,6 +218,12 @@ class AscendraScheduler(AsyncScheduler):
                 self.pending_ttft.remove(mirror.slo.ttft)  # its first token
                 self.mirrors.sync(req)
         self._report()
+        if step is not None and self._step_log is not None:
+            row = {"shape": asdict(step.shape), "seconds": elapsed, "waiting": step.num_waiting,
+                   "plugin_seconds": step.plugin_seconds + time.perf_counter() - t0,
+                   "vllm_schedule_seconds": step.vllm_schedule_seconds}
+            self._step_log.write(json.dumps(row) + "\n")
+            self._step_log.flush()
         return result
 
     # ---- what the router reads ---------------------------------------------------------------
@@ -218,12 +232,9 @@ class AscendraScheduler(AsyncScheduler):
         if self.link is None:
             return
         decodes, context, min_tbt, prefilling = self._decode_state()
-        q = self.waiting.queue
-        for mirror in q.as_list():
-            self.mirrors.sync(self.mirrors.engine_request(mirror))
+        q = self.waiting.queue  # waiting mirrors were synced when they joined the queue
         view = QueueView(q.as_list(), q.columns, prefilling, decodes, context, min_tbt, None)
-        pending = sum(r.num_remaining_prefill for r in q.as_list()) + sum(r.num_remaining_prefill
-                                                                          for r in prefilling)
+        pending = int(q.columns[REMAINING].sum()) + sum(r.num_remaining_prefill for r in prefilling)
         num_blocks = self.kv_cache_config.num_blocks
         used = int(round(self.kv_cache_manager.usage * num_blocks))
         snap = wire_snapshot(view, pending, len(self.running), used, num_blocks, 0, self.num_steps,

@@ -194,10 +194,19 @@ class LiveCluster:
         if tr is not None and tr.instance == i:
             self._deliver(tr, out)
 
-    def _on_engine_error(self, i: int, request_id: str, reason: str) -> None:
+    def _on_engine_error(self, i: int, request_id: str, reason: str, connection_lost: bool) -> None:
         tr = self.tracked.get(request_id)
-        if tr is not None and tr.instance == i:
-            self._fail(tr, reason)
+        if tr is None or tr.instance != i:
+            return
+        others = any(ok for j, ok in enumerate(self.router.alive) if j != i)
+        if connection_lost and tr.tokens_delivered == 0 and others:
+            # As when a worker dies: the client has seen nothing, so it starts over elsewhere.
+            self.views[i].forget(request_id)
+            self.router.set_alive(i, False)  # not to this engine again before the supervisor judges it
+            self._redispatch(tr, time.time())
+            self.router.set_alive(i, self.workers[i].alive)
+            return
+        self._fail(tr, reason)
 
     def _end(self, tr: Tracked) -> None:
         rid = tr.add.request_id

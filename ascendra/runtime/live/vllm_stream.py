@@ -96,7 +96,7 @@ class VLLMRequests:
     """The streams of the requests the cluster has sent to vLLM engines, one task each."""
 
     def __init__(self, engines, on_output: Callable[[int, RequestOutput], None],
-                 on_error: Callable[[int, str, str], None]) -> None:
+                 on_error: Callable[[int, str, str, bool], None]) -> None:
         self.engines = engines  # VLLMEngines
         self._on_output = on_output
         self._on_error = on_error
@@ -116,8 +116,10 @@ class VLLMRequests:
                                    lambda out: self._on_output(index, out))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the engine died, refused, or broke its stream: fail this request only
-            self._on_error(index, add.request_id, f"vLLM engine {index}: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # the engine died, refused, or broke its stream: this request only
+            # A lost connection may be a dying engine: the cluster may serve the request elsewhere.
+            lost = isinstance(exc, httpx.TransportError)
+            self._on_error(index, add.request_id, f"vLLM engine {index}: {type(exc).__name__}: {exc}", lost)
         finally:
             if self.tasks.get(add.request_id) is asyncio.current_task():
                 del self.tasks[add.request_id]
