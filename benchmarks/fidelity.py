@@ -59,6 +59,9 @@ def main() -> None:
     ap.add_argument("--ttft-slo", type=float, default=None, help="seconds (default: 10x isolated decode)")
     ap.add_argument("--tbt-slo", type=float, default=None, help="seconds (default: 5x isolated decode)")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--engine", default="ascendra", choices=("ascendra", "vllm"),
+                    help="the live side's engine; vllm: vLLM engines with our scheduler plugin, profiled "
+                    "by `ascendra profile --from-steps` (give it as --profile)")
     ap.add_argument("--out", default="out/fidelity")
     args = ap.parse_args()
     out = Path(args.out)
@@ -68,7 +71,7 @@ def main() -> None:
     perf = prof.perf_model
     dec = isolated_decode_time(perf, 256)
     setup = Setup(prof_path, SLO(args.ttft_slo or 10 * dec, args.tbt_slo or 5 * dec),
-                  token_budget=args.token_budget)
+                  token_budget=args.token_budget, engine=args.engine)
     items = make_workload(args.workload, rate=args.rate, num_requests=args.num_requests, seed=args.seed,
                           arrival=args.arrival, cv=args.cv, max_model_len=prof.capacity.max_model_len)
     systems = [s for s in args.systems.split(",") if s]

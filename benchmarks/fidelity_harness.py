@@ -12,6 +12,7 @@ instances, KV blocks) run on the discrete-event simulator with the profile the l
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,6 +49,8 @@ class Setup:
     num_blocks: int = 512
     token_budget: int = 256  # Sarathi's; vLLM runs unchunked and Ascendra sizes its own chunks
     model: str = "default"
+    engine: str = "ascendra"  # or "vllm": the live side runs vLLM engines with our scheduler plugin
+    vllm_first_port: int = 8400
 
     def num_hp(self, system: str) -> int:
         return 1 if system == "ascendra" and self.instances > 1 else 0  # lp-only: none
@@ -112,11 +115,33 @@ def serve_args(system: str, setup: Setup) -> list[str]:
     ]
     if setup.budget(system) is not None:
         args += ["--token-budget", str(setup.budget(system))]
+    if setup.engine == "vllm":  # the engines' KV is their own (1 GiB each); the door reads --num-blocks
+        args += ["--engine", "vllm", "--vllm-first-port", str(setup.vllm_first_port)]
     return args
 
 
+def wait_for_engines(setup: Setup) -> None:
+    """vLLM engines say hello to the router before their HTTP servers listen: wait for those too,
+    so that the first requests' TTFTs measure serving, not start-up."""
+    if setup.engine != "vllm":
+        return
+    deadline = time.time() + 900
+    for i in range(setup.instances):
+        url = f"http://127.0.0.1:{setup.vllm_first_port + i}/health"
+        while True:
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("the vLLM engines did not start")
+            time.sleep(1.0)
+
+
 def run_live(system: str, items: Sequence[WorkItem], setup: Setup) -> Side:
-    with ServerProcess(serve_args(system, setup)) as srv:
+    with ServerProcess(serve_args(system, setup), startup_timeout=900) as srv:
+        wait_for_engines(setup)
         model = httpx.get(f"{srv.url}/v1/models", timeout=10).json()["data"][0]["id"]
         reqs = build_requests(list(items), PromptBuilder.token_ids(), seed=0, chat=False)
         opts = ClientOptions(base_url=f"{srv.url}/v1", model=model, timeout=600.0)
