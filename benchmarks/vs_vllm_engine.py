@@ -203,6 +203,32 @@ def bench(
     }
 
 
+def plugin_cost(a: argparse.Namespace, out: Path, model: Path, tok, seed: int) -> dict:
+    """The plugin's own work per step with a long waiting queue: --plugin-cost short requests sent at
+    once straight to A's LP engine, then its step log read for the steps that had 256 or more waiting."""
+    data = out / "data_plugin_cost.jsonl"
+    rng = np.random.default_rng(seed)
+    with data.open("w") as f:
+        for _ in range(a.plugin_cost):
+            ids = rng.integers(1000, 40000, size=64).tolist()
+            f.write(json.dumps({"prompt": tok.decode(ids), "output_tokens": 4}) + "\n")
+    log = out / "engines_A" / "steps-0.jsonl"
+    start = len(log.read_text().splitlines())
+    lp = Server("A-LP", ENGINE_PORTS["A"][0], None, out / "A_server.log")
+    bench(lp, a, data, None, a.plugin_cost, seed, out, "plugin_cost", model)
+    rows = [json.loads(x) for x in log.read_text().splitlines()[start:]]
+    deep = [r for r in rows if r.get("waiting", 0) >= 256]
+    own = np.array([r["plugin_seconds"] for r in deep]) * 1e3
+    sched = np.array([r["vllm_schedule_seconds"] for r in deep]) * 1e3
+    step = np.array([r["seconds"] for r in deep]) * 1e3
+    res = {"steps_with_256_waiting": len(deep)}
+    if len(deep):
+        res |= {"plugin_ms_p50": float(np.median(own)), "plugin_ms_p99": float(np.percentile(own, 99)),
+                "vllm_schedule_ms_p50": float(np.median(sched)), "step_ms_p50": float(np.median(step))}
+    print(f"plugin cost: {json.dumps(res)}", flush=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--systems", default="A,B,C")
@@ -216,6 +242,9 @@ def main() -> None:
     ap.add_argument("--raw", action="store_true", help="also a throughput run without SLOs")
     ap.add_argument("--raw-concurrency", type=int, default=16)
     ap.add_argument("--out", default="out/vs_vllm_engine")
+    ap.add_argument("--plugin-cost", type=int, default=0,
+                    help="after the runs, send this many requests at once to A's LP engine and report the "
+                    "plugin's own cost per step with 256 or more waiting (default: skip)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -258,6 +287,9 @@ def main() -> None:
                 results[s.name].append(r)
                 print(f"[{s.name}] rate {rate:g}: {json.dumps(r)}", flush=True)
                 (out / "results.json").write_text(json.dumps(results, indent=1))
+        if a.plugin_cost and "A" in systems:
+            results["plugin_cost"] = plugin_cost(a, out, model, tok, seed + 1)
+            (out / "results.json").write_text(json.dumps(results, indent=1))
     finally:
         for s in servers:
             stop(s)
@@ -271,6 +303,8 @@ def table(results: dict[str, list]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, runs in results.items():
+        if name == "plugin_cost":
+            continue
         by_rate: dict[float, list] = {}
         for r in runs:
             by_rate.setdefault(r["rate"], []).append(r)

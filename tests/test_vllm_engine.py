@@ -134,3 +134,55 @@ def test_the_plugin_reports_every_step(server):
     assert rows and all(r["seconds"] > 0 and r["shape"]["num_seqs"] >= 1 for r in rows)
     health = server.health()
     assert [w["alive"] for w in health["instances"]] == [True, True]
+
+
+def test_lp_engine_killed_under_load(server):
+    """Streams on the killed engine end with a reason (or start over elsewhere if they had shown
+    nothing), the HP engine keeps serving, and the supervisor starts the LP engine again. Last in
+    the module: it takes an engine down."""
+    import os
+    import signal
+
+    results: list = []
+
+    def stream(i: int) -> None:
+        body = {"model": MODEL, "prompt": f"Story number {i} about a dragon:", "max_tokens": 300,
+                "temperature": 0, "ignore_eos": True, "stream": True}
+        text, reason = "", None
+        try:
+            with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=300) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        c = json.loads(line[6:])
+                        if c.get("error"):
+                            reason = "error: " + c["error"]["message"]
+                        elif c["choices"]:
+                            text += c["choices"][0]["text"]
+                            reason = c["choices"][0]["finish_reason"] or reason
+        except httpx.HTTPError as e:
+            reason = f"client: {e}"
+        results.append((reason, text))
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    assert wait_for(lambda: _engine_metric(server.engines[0], "vllm:num_requests_running") > 0, 120)
+    lp = server.health()["instances"][0]
+    os.kill(lp["pid"], signal.SIGKILL)  # the LP engine's core, mid-generation
+    for t in threads:
+        t.join(300)
+    assert len(results) == 4
+    for reason, _ in results:  # every stream ended: finished (served elsewhere) or failed with a reason
+        assert reason is not None
+        assert reason in ("length", "stop") or "engine" in reason or "instance" in reason, reason
+    # The HP engine serves on.
+    r = httpx.post(server.url + "/v1/completions", timeout=120,
+                   json={"model": MODEL, "prompt": "Hello", "max_tokens": 4, "temperature": 0})
+    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length"
+    # And the LP engine comes back.
+    assert wait_for(lambda: server.health()["instances"][0]["restarts"] >= 1
+                    and server.health()["instances"][0]["alive"], 900)
+    assert wait_for(lambda: _engine_up(server.engines[0]), 600)
+    r = httpx.post(server.url + "/v1/completions", timeout=120,
+                   json={"model": MODEL, "prompt": "Hello again", "max_tokens": 4, "temperature": 0})
+    assert r.status_code == 200

@@ -36,6 +36,7 @@ from ascendra.core.batch import BatchShape
 from ascendra.core.iteration_stats import IterationStats
 from ascendra.core.policies.ascendra_hp import AscendraHPScheduler
 from ascendra.core.policies.ascendra_lp import AscendraLPScheduler
+from ascendra.core.policies.sarathi import SarathiScheduler
 from ascendra.core.projection import Projection, QueueView
 from ascendra.core.queue import REMAINING
 from ascendra.core.scheduler import Scheduler, learnt_slowdown
@@ -60,6 +61,7 @@ class _Step:
 
 class AscendraScheduler(AsyncScheduler):
     ascendra_policy: type[Scheduler] = AscendraLPScheduler
+    shapes_budget = True  # False: vLLM's own token budget, every step
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -190,7 +192,7 @@ class AscendraScheduler(AsyncScheduler):
         """The policy's own budget rule (`prefill_rate`, what the router projects with), plus one
         token per decode, within what vLLM was sized for."""
         p = self.projection()
-        if p is None:
+        if p is None or not self.shapes_budget:
             return self.token_cap
         decodes, context, min_tbt, _ = self._decode_state()
         rate = p.prefill_rate(decodes, context, min_tbt)
@@ -261,5 +263,13 @@ class HPScheduler(AscendraScheduler):
     """High priority: earliest TTFT deadline first, the same budget rule."""
 
     ascendra_policy = AscendraHPScheduler
+
+
+class StockScheduler(AscendraScheduler):
+    """vLLM's own policy (first come first served, its own token budget), reporting to the router
+    like the others: the baseline behind the same router, and what `--system vllm` runs."""
+
+    ascendra_policy = SarathiScheduler  # FCFS by arrival: the order vLLM's deque keeps
+    shapes_budget = False
 
 

@@ -21,6 +21,8 @@ from ascendra.vllm_engine.plugin_config import PluginConfig
 
 SCHEDULER_CLS = {"ascendra-lp": "ascendra.vllm_engine.scheduler.LPScheduler",
                  "ascendra-hp": "ascendra.vllm_engine.scheduler.HPScheduler"}
+# The baselines run vLLM's own scheduling (chunked prefill, first come first served), reporting.
+STOCK_CLS = "ascendra.vllm_engine.scheduler.StockScheduler"
 
 
 @dataclass
@@ -61,9 +63,7 @@ class VLLMEngines:
                "--port", str(self.first_port + index), "--dtype", self.dtype,
                "--max-model-len", str(self.max_model_len), "--max-num-seqs", str(self.max_num_seqs),
                "--disable-uvicorn-access-log", *self.extra_args]
-        if policy in SCHEDULER_CLS:  # a baseline policy runs vLLM's own scheduler
-            cmd += ["--scheduler-cls", SCHEDULER_CLS[policy]]
-        return cmd
+        return [*cmd, "--scheduler-cls", SCHEDULER_CLS.get(policy, STOCK_CLS)]
 
     def environment(self, index: int) -> dict[str, str]:
         env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1",
