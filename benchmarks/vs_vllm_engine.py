@@ -17,7 +17,8 @@ TTFTs and ITLs. `--raw` adds a throughput run (no SLOs, --raw-concurrency at onc
 
     python3 benchmarks/vs_vllm_engine.py --rates 1,2,3 --num-prompts 80 --out out/vs_vllm_engine
 
-Needs vLLM installed in this Python (`pip install -e ".[vllm]"`, see the README).
+Needs vLLM installed in this Python (`pip install -e ".[vllm]"`, see the README) and pandas (vLLM's
+`custom` dataset reads the prompts with it: `pip install pandas`).
 """
 
 from __future__ import annotations
@@ -271,18 +272,12 @@ def main() -> None:
                 data = out / f"data_{seed}.jsonl"
                 write_dataset(data, a.num_prompts, seed, a.length_scale, a.max_model_len, tok)
                 tag = f"{s.name}_r{rate:g}_{k}" if rate else f"{s.name}_raw"
-                r = bench(
-                    s,
-                    a,
-                    data,
-                    rate or None,
-                    a.num_prompts,
-                    seed,
-                    out,
-                    tag,
-                    model,
-                    None if rate else a.raw_concurrency,
-                )
+                try:
+                    r = bench(s, a, data, rate or None, a.num_prompts, seed, out, tag, model,
+                              None if rate else a.raw_concurrency)
+                except subprocess.CalledProcessError as e:  # one failed run must not end the others
+                    print(f"[{s.name}] rate {rate:g}: the client failed ({e})", flush=True)
+                    continue
                 r |= {"rate": rate, "repeat": k}
                 results[s.name].append(r)
                 print(f"[{s.name}] rate {rate:g}: {json.dumps(r)}", flush=True)
