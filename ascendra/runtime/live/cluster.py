@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-import threading
 import time
 from collections import deque
 
@@ -26,7 +24,7 @@ from ascendra.core.request import Request, RequestStatus
 from ascendra.engine.factory import InstanceSpec
 from ascendra.engine.instance import RequestOutput
 from ascendra.runtime.live import messages as m
-from ascendra.runtime.live.launcher import init_ray
+from ascendra.runtime.live.launcher import init_ray, restore_signal_handlers
 from ascendra.runtime.live.remote_view import RemoteInstanceView
 from ascendra.runtime.live.state import ClusterObserver, LiveConfig, Tracked, WorkerState
 from ascendra.runtime.live.supervisor import Supervisor
@@ -35,17 +33,6 @@ from ascendra.runtime.live.vllm_stream import VLLMRequests
 from ascendra.runtime.live.wire import new_secret
 
 log = logging.getLogger("ascendra.server")
-
-
-def restore_signal_handlers() -> None:
-    """Ray's core worker installs C-level SIGTERM/SIGINT handlers that abort the process, replacing
-    the server's graceful drain; re-install the Python handlers (uvicorn's) over them."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        handler = signal.getsignal(sig)
-        if callable(handler):
-            signal.signal(sig, handler)
 
 
 class LiveCluster:
@@ -194,19 +181,16 @@ class LiveCluster:
         if tr is not None and tr.instance == i:
             self._deliver(tr, out)
 
-    def _on_engine_error(self, i: int, request_id: str, reason: str, connection_lost: bool) -> None:
+    def _on_engine_error(self, i: int, request_id: str, reason: str, engine_down: bool) -> None:
+        """A request's stream to a vLLM engine failed. If the engine itself is down, it is a dead
+        instance like a dead worker: its requests that have shown nothing start over elsewhere,
+        this one included, the others fail with the reason, and the supervisor restarts it."""
+        if engine_down and self.workers[i].alive:
+            self.mark_dead(i, reason)
+            return
         tr = self.tracked.get(request_id)
-        if tr is None or tr.instance != i:
-            return
-        others = any(ok for j, ok in enumerate(self.router.alive) if j != i)
-        if connection_lost and tr.tokens_delivered == 0 and others:
-            # As when a worker dies: the client has seen nothing, so it starts over elsewhere.
-            self.views[i].forget(request_id)
-            self.router.set_alive(i, False)  # not to this engine again before the supervisor judges it
-            self._redispatch(tr, time.time())
-            self.router.set_alive(i, self.workers[i].alive)
-            return
-        self._fail(tr, reason)
+        if tr is not None and tr.instance == i:
+            self._fail(tr, reason)
 
     def _end(self, tr: Tracked) -> None:
         rid = tr.add.request_id

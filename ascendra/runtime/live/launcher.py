@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
+import threading
 from typing import Protocol
 
 from ascendra.engine.factory import InstanceSpec
@@ -113,3 +115,14 @@ def init_ray(address: str, num_instances: int = 1) -> str:
         else:
             ray.init(address=address, include_dashboard=False)
     return ray.util.get_node_ip_address()
+
+
+def restore_signal_handlers() -> None:
+    """Ray's core worker installs C-level SIGTERM/SIGINT handlers that abort the process, replacing
+    the server's graceful drain; re-install the Python handlers (uvicorn's) over them."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if callable(handler):
+            signal.signal(sig, handler)

@@ -116,13 +116,21 @@ class VLLMRequests:
                                    lambda out: self._on_output(index, out))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the engine died, refused, or broke its stream: this request only
-            # A lost connection may be a dying engine: the cluster may serve the request elsewhere.
-            lost = isinstance(exc, httpx.TransportError)
-            self._on_error(index, add.request_id, f"vLLM engine {index}: {type(exc).__name__}: {exc}", lost)
+        except Exception as exc:  # the engine died, refused, or broke its stream
+            # vLLM answers 503 on /health once its engine core is gone: then the whole engine is
+            # down (the cluster treats it as a dead instance), else only this request failed.
+            down = not await self.healthy(index)
+            self._on_error(index, add.request_id, f"vLLM engine {index}: {type(exc).__name__}: {exc}", down)
         finally:
             if self.tasks.get(add.request_id) is asyncio.current_task():
                 del self.tasks[add.request_id]
+
+    async def healthy(self, index: int) -> bool:
+        try:
+            r = await self.client.get(f"{self.engines.url(index)}/health", timeout=5.0)
+            return r.status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def cancel(self, request_id: str) -> None:
         """Close the request's stream: the engine aborts it and frees its KV."""
