@@ -23,8 +23,8 @@ from ascendra.engine.instance import RequestOutput
 from ascendra.runtime.live.messages import AddRequest
 from ascendra.vllm_engine.plugin_config import XARG_ARRIVAL, XARG_ID, XARG_TBT, XARG_TTFT
 
-# A freshly (re)started engine says hello before its HTTP server listens: a refused connection
-# is retried this long (nothing reached the engine, so nothing can run twice).
+# A freshly (re)started engine says hello before its HTTP server listens: a request that lost its
+# connection before any token came is sent again for this long.
 CONNECT_RETRY_S = 120.0
 
 
@@ -86,10 +86,13 @@ async def stream_from_vllm(client: httpx.AsyncClient, base_url: str, model: str,
                 if not finished:
                     raise RuntimeError("the vLLM engine closed the stream before the request finished")
                 return
-        except httpx.ConnectError:
+        except httpx.TransportError:
+            # Refused (an engine still starting), or a pooled connection the engine had just
+            # closed: nothing of this request was delivered, so it is sent again (a stream that
+            # broke is aborted in the engine, which never counts it twice).
             if n_out or time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.2)
 
 
 class VLLMRequests:
@@ -100,8 +103,9 @@ class VLLMRequests:
         self.engines = engines  # VLLMEngines
         self._on_output = on_output
         self._on_error = on_error
-        self.client = httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=None,
-                                                                              max_keepalive_connections=256))
+        # Idle connections are dropped before the engine's server would close them (uvicorn: 5 s).
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=2.0)
+        self.client = httpx.AsyncClient(trust_env=False, limits=limits)
         self.tasks: dict[str, asyncio.Task] = {}
 
     def start(self, add: AddRequest, index: int) -> None:
