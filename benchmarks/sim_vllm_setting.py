@@ -1,0 +1,75 @@
+"""What the simulator says about `vs_vllm_engine.py`'s setting: the same lengths, arrivals and SLOs,
+on a vLLM engine's profile (fitted from its plugin's steps by `ascendra profile --from-steps`).
+
+A is Ascendra, 1 LP + 1 HP; B, vLLM's own scheduling on two engines, is played by the Sarathi
+policy with vLLM's token budget (chunked prefill, first come first served, running requests first);
+C, one engine on both cores, has no counterpart here (the profile is of one-thread engines). Capacity
+is judged by the share of requests meeting TTFT and TBT (our per-gap rule: stricter than vLLM
+bench's mean TPOT).
+
+    python3 benchmarks/sim_vllm_setting.py --profile out/vllm-profile.json --rates 1,2,3,4
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ascendra.cluster.system import SystemConfig  # noqa: E402
+from ascendra.core.perf_model import PerfModel  # noqa: E402
+from ascendra.core.request import SLO  # noqa: E402
+from ascendra.metrics import format_table  # noqa: E402
+from ascendra.runtime.experiment import Scenario  # noqa: E402
+
+
+@dataclass(frozen=True)
+class FixedSLO:
+    """One TTFT and one TBT for every request, as vLLM bench's goodput SLOs are."""
+
+    ttft: float
+    tbt: float
+
+    def slos(self, prompt_lens: Sequence[int], perf: PerfModel, rng: np.random.Generator) -> list[SLO]:
+        return [SLO(self.ttft, self.tbt)] * len(prompt_lens)
+
+    def describe(self, perf: PerfModel) -> str:
+        return f"every request TTFT {1e3 * self.ttft:.0f} ms, TBT {1e3 * self.tbt:.0f} ms"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", required=True)
+    ap.add_argument("--rates", default="1,2,3,4")
+    ap.add_argument("--num-requests", type=int, default=600)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--ttft-slo-ms", type=float, default=2500)
+    ap.add_argument("--tbt-slo-ms", type=float, default=250)
+    ap.add_argument("--length-scale", type=float, default=4.0)
+    ap.add_argument("--vllm-budget", type=int, default=2048, help="vLLM's max_num_batched_tokens")
+    a = ap.parse_args()
+    sc = Scenario(profile=a.profile, workload=f"conv/{a.length_scale:g}",
+                  slo=FixedSLO(a.ttft_slo_ms / 1e3, a.tbt_slo_ms / 1e3), num_requests=a.num_requests)
+    systems = {"A ascendra 1LP+1HP": SystemConfig(system="ascendra", num_instances=2, num_hp=1),
+               "B vLLM-like (sarathi)": SystemConfig(system="sarathi", num_instances=2,
+                                                     token_budget=a.vllm_budget)}
+    rows = []
+    for rate in (float(r) for r in a.rates.split(",")):
+        row = {"rate": rate}
+        for name, system in systems.items():
+            att = [sc.run(system, rate, seed)[0].attainment for seed in range(a.seeds)]
+            row[name] = 100 * float(np.mean(att))
+        row["A/B goodput"] = row["A ascendra 1LP+1HP"] / max(row["B vLLM-like (sarathi)"], 1e-9)
+        rows.append(row)
+    print(sc.describe())
+    print(format_table(rows, floatfmt=".3g"))
+
+
+if __name__ == "__main__":
+    main()
