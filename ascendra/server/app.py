@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
+from ascendra.core.default_slo import DEFAULT_SLO
 from ascendra.runtime.live.cluster import LiveCluster
 from ascendra.runtime.live.messages import AddRequest
 from ascendra.runtime.live.state import LiveConfig, Tracked
@@ -50,8 +51,8 @@ class ServerConfig:
     model_name: str
     model_aliases: tuple[str, ...]
     tokenizer: Any  # ascendra.model.tokenizer.Tokenizer or None (dummy weights)
-    ttft_slo_ms: float = 5000.0
-    tbt_slo_ms: float = 1000.0
+    ttft_slo_ms: float = DEFAULT_SLO.ttft_ms  # of a request that sets none
+    tbt_slo_ms: float = DEFAULT_SLO.tbt_ms
     drain_timeout: float = 30.0
     vocab_size: int | None = None
     defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
