@@ -92,6 +92,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="largest request body; larger ones get 413 (default: %(default)s, room for a "
                       "128k-token prompt as JSON)")
     p.add_argument("--log-level", default="info", help="uvicorn's log level (default: %(default)s)")
+    p.add_argument("--log-probes", action="store_true",
+                   help="log /health and /metrics requests in the access log too (by default they are left "
+                   "out: probes poll every few seconds)")
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -163,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     sock = bind_socket(args.host, args.port)
     try:
         config = build_server_config(args)
-        serve_app(create_app(config), sock, args.drain_timeout, args.log_level)
+        serve_app(create_app(config), sock, args.drain_timeout, args.log_level, args.log_probes)
     finally:
         sock.close()
     return 0

@@ -29,6 +29,7 @@ from ascendra.core.default_slo import DEFAULT_SLO
 from ascendra.runtime.live.cluster import LiveCluster
 from ascendra.runtime.live.messages import AddRequest
 from ascendra.runtime.live.state import LiveConfig, Tracked
+from ascendra.server.access_log import PROBE_PATHS
 from ascendra.server.defaults import GenerationDefaults
 from ascendra.server.door import (
     Admission,
@@ -42,7 +43,7 @@ from ascendra.server.metrics import ServerMetrics
 from ascendra.server.protocol import ApiError, Limits, ParsedRequest, error_body, parse_body
 from ascendra.server.responses import DONE, Accumulator, sse
 
-OPEN_PATHS = frozenset({"/health", "/metrics"})  # open without the API key unless --api-key-all-routes
+OPEN_PATHS = PROBE_PATHS  # open without the API key unless --api-key-all-routes
 
 
 @dataclass
