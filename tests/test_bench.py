@@ -286,3 +286,16 @@ def test_against_ascendra_server(tmp_path: Path) -> None:
         assert r["ttft"] > 0 and r["token_times"] == sorted(r["token_times"])
     assert d["summary"]["attainment"] == 1.0 and d["summary"]["num_output_tokens"] == 18
     assert main(["bench", "--compare", str(tmp_path / "asc.json"), "--ttft-slo-ms", "0.001"]) == 0
+
+
+def test_without_rate_it_says_it_sends_everything_at_once(capsys) -> None:
+    with socket.socket() as s:  # nothing listens here: every request fails at once, which is fine
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    common = ["bench", "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "m", "--num-requests", "3",
+              "--tokenizer", "words", "--no-progress"]
+    capsys.readouterr()
+    assert main(common) == 1
+    assert "no --rate, so all 3 requests are sent at once" in capsys.readouterr().err
+    assert main([*common, "--rate", "50"]) == 1
+    assert "no --rate" not in capsys.readouterr().err

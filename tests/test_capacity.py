@@ -4,7 +4,6 @@ best configurations named, no capacity it did not sustain, and no ratio to satur
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -79,12 +78,42 @@ def test_the_command_prints_no_ratio_above_one(tmp_path: Path, capsys: pytest.Ca
     assert rc == 0
     text = capsys.readouterr().out
     assert "70% strict" in text and "too short to judge" in text
-    header = next(line for line in text.splitlines() if "/ saturation" in line)
-    col = [c.strip() for c in header.split("|")].index("capacity@99% / saturation")
-    table = [line for line in text.splitlines() if re.match(r"\| (sarathi|lp-only) ", line)][:2]
-    assert len(table) == 2 and all(float(line.split("|")[col]) <= 1 for line in table)
     data = json.loads(out.read_text())
-    assert data["setting"] == "S5" and not data["smoke"]
+    assert data["setting"] == "S5" and not data["quick"]
+    assert all(0 <= row["capacity@99% / saturation"] <= 1 for row in data["rows"])
     for r in data["results"]:
         assert all(c <= r["saturation"] for c in r["capacity"].values())
     assert (tmp_path / "cap.png").stat().st_size > 5000
+
+
+def test_the_output_fits_100_columns_and_writes_only_what_was_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three seeds whose capacities differ (ranges in the cells), two targets, saturation: the widest
+    table; no --plot and no --json: no file, wherever it runs; no --setting: no setting named."""
+    monkeypatch.chdir(tmp_path)
+    rc = main(["capacity", "--systems", "sarathi,lp-only,ascendra", "--workload", "code", "--num-requests",
+               "200", "--seeds", "3", "--lo", "2", "--hi", "8", "--rel-tol", "0.25", "--workers", "1"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("system "))
+    table = lines[start:lines.index("", start)]
+    assert table[0].split() == ["system", "@99%", "req/s", "@90%", "req/s", "vs", "best", "baseline", "vs",
+                                "LP-only", "saturation"]
+    assert any("-" in line.split("  ")[1] for line in table[2:]), "no seed range shown"
+    assert max(len(line) for line in lines) <= 100  # the tables, and the prose wrapped to them
+    assert "custom" not in captured.out and "scenario." not in captured.out
+    assert list(tmp_path.iterdir()) == []  # no capacity.png in the working folder
+
+
+def test_the_progress_total_is_the_number_of_searches_run() -> None:
+    sc = setting("S2").scenario(num_requests=200)
+    configs = {"sarathi": [SystemConfig("sarathi", token_budget=b) for b in (384, 1024)],
+               "lp-only": [SystemConfig("ascendra", num_hp=0)]}
+    for saturation in (True, False):
+        plan = Plan(targets=(0.99, 0.9), seeds=(0, 1), lo=2.0, hi=8.0, rel_tol=0.25, saturation=saturation)
+        ticks: list[int] = []
+        results = compare(sc, configs, plan, workers=1, tick=ticks.append)
+        assert sum(ticks) == plan.searches(3, 2) == 3 * 2 + 2 * (2 * 2 + (3 if saturation else 0))
+        assert all((r.saturation is not None) == saturation for r in results)

@@ -37,10 +37,20 @@ def test_capacity_expands_hi_and_reports_lo_failure() -> None:
     assert res.capacity == pytest.approx(40.0 - math.log(9) / 20, rel=0.02)
     assert max(r for r, _ in res.points) >= 40.0  # hi doubled past the cliff
     none = find_capacity(cliff(0.5), target=0.99, seeds=[0, 1], lo=2.0, hi=10.0)
-    assert none.below_lo and none.capacity == 0.0 and len(none.points) == 1
+    assert none.below_lo and none.capacity == 0.0 and [r for r, _ in none.points] == [10.0, 2.0]
     flat = lambda r, s: RunScore(1.0, 1.0)
     budget = find_capacity(flat, target=0.99, seeds=[0], lo=1.0, hi=2.0, max_steps=4)
-    assert budget.above_hi and budget.capacity == 8.0
+    assert budget.above_hi and budget.capacity == 16.0 and [r for r, _ in budget.points] == [2, 4, 8, 16]
+
+
+def test_lo_is_run_only_when_hi_misses() -> None:
+    """A hi that meets the target implies lo does (the score falls with rate); lo's runs, the
+    slowest, are left out, and the rates bisected are the same as with lo run first."""
+    res = find_capacity(cliff(25.0), target=0.99, seeds=[0], lo=1.0, hi=16.0, rel_tol=0.03)
+    assert res.points[0][0] == 16.0 and 1.0 not in [r for r, _ in res.points]
+    assert [r for r, _ in res.points][:4] == [16.0, 32.0, 24.0, 28.0]
+    low = find_capacity(cliff(10.0), target=0.99, seeds=[0], lo=1.0, hi=16.0, rel_tol=0.03)
+    assert [r for r, _ in low.points][:3] == [16.0, 1.0, 8.5]
 
 
 def test_saturation_of_a_system_that_serves_five_per_second() -> None:

@@ -31,10 +31,11 @@ def _request(vllm_types, rid: str, prompt_len: int, arrival: float = 0.0, **xarg
 
 
 def _queue(policy, perf=None):
-    from ascendra.vllm_engine.mirrors import DefaultSLO, Mirrors
+    from ascendra.core.request import SLO
+    from ascendra.vllm_engine.mirrors import Mirrors
     from ascendra.vllm_engine.waiting_queue import PolicyWaitingQueue
 
-    return PolicyWaitingQueue(policy, Mirrors(DefaultSLO(5.0, 1.0)), perf.prefill_time if perf else None)
+    return PolicyWaitingQueue(policy, Mirrors(SLO(5.0, 1.0)), perf.prefill_time if perf else None)
 
 
 def test_lp_queue_serves_shortest_prompt_first(vllm_types):
@@ -88,9 +89,10 @@ def test_a_request_past_saving_waits_behind_the_others(vllm_types):
 
 
 def test_mirror_slos_from_xargs_and_defaults_for_anything_else(vllm_types):
-    from ascendra.vllm_engine.mirrors import DefaultSLO, Mirrors
+    from ascendra.core.request import SLO
+    from ascendra.vllm_engine.mirrors import Mirrors
 
-    m = Mirrors(DefaultSLO(5.0, 1.0))
+    m = Mirrors(SLO(5.0, 1.0))
     ok = m.add(_request(vllm_types, "x", 12, arrival=3.0, ascendra_id="cmpl-1", ttft_slo=2.0, tbt_slo=0.2))
     assert (ok.request_id, ok.slo.ttft, ok.slo.tbt, ok.arrival_time) == ("cmpl-1", 2.0, 0.2, 3.0)
     for bad in ({"ttft_slo": -1}, {"ttft_slo": "fast"}, {"ttft_slo": 1e300}, {"ttft_slo": float("nan")}):

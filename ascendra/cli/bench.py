@@ -1,7 +1,7 @@
 """`ascendra bench`: open-loop load generator for any OpenAI-compatible streaming endpoint.
 
     ascendra bench --base-url http://127.0.0.1:8000/v1 --model smollm2 --workload cpu-small \\
-        --rate 2 --num-requests 100 --ttft-slo-ms 2000 --tbt-slo-ms 200 --json vllm.json
+        --rate 2 --num-requests 100 --ttft-slo-ms 3000 --tbt-slo-ms 500 --json vllm.json
     ascendra bench --compare vllm.json ascendra.json --plot compare.png
 """
 
@@ -14,15 +14,20 @@ import time
 from dataclasses import replace
 from urllib.parse import urlparse
 
+from ascendra.core import default_slo
+
 _DESC = "load-test an OpenAI-compatible server (TTFT/TBT attainment, goodput), or --compare saved runs"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help=_DESC, description=_DESC)
+    slo = default_slo.DEFAULT_SLO  # the one definition, shared with serve and the README
     tgt = p.add_argument_group("target")
     tgt.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="API root (default: %(default)s)")
     tgt.add_argument("--model", default=None, help="model name in requests (default: the server's first)")
-    tgt.add_argument("--endpoint", choices=("completions", "chat"), default="completions")
+    tgt.add_argument("--endpoint", choices=("completions", "chat"), default="completions",
+                     help="/v1/completions with a text prompt, or /v1/chat/completions with one user "
+                     "message (default: %(default)s)")
     tgt.add_argument("--label", default=None, help="system name in tables and plots (default: the model)")
     tgt.add_argument("--no-ignore-eos", action="store_true",
                      help="do not send ignore_eos (for servers that reject it; outputs may then be shorter)")
@@ -33,34 +38,63 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     tgt.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --base-url")
     wl = p.add_argument_group("workload")
     wl.add_argument("--workload", default="cpu-small", help="fitted length distribution (cpu-small, conv, "
-                    "code, arxiv, NAME/FACTOR)")
-    wl.add_argument("--trace", default=None, help="trace CSV to replay (Vidur or Azure format)")
+                    "code, arxiv, NAME/FACTOR) (default: %(default)s)")
+    wl.add_argument("--trace", default=None,
+                    help="trace CSV to replay (Vidur or Azure format) (default: none, --workload's lengths)")
     wl.add_argument("--rate", type=float, default=None,
-                    help="mean request rate (req/s); for a trace, rescales it; omitted: all arrive at once")
-    wl.add_argument("--arrival", choices=("poisson", "gamma"), default="poisson")
-    wl.add_argument("--cv", type=float, default=1.0, help="coefficient of variation of gamma gaps")
-    wl.add_argument("--num-requests", type=int, default=100)
-    wl.add_argument("--seed", type=int, default=0)
-    wl.add_argument("--max-model-len", type=int, default=None, help="cut prompts so prompt+output fits")
-    wl.add_argument("--prompt-len", type=int, default=None, help="fixed prompt length (overrides workload)")
-    wl.add_argument("--output-len", type=int, default=None, help="fixed output length (overrides workload)")
+                    help="mean request rate (req/s); for a trace, rescales it (default: none: every "
+                    "request is sent at once, and the run says so; a trace keeps its own timing)")
+    wl.add_argument("--arrival", choices=("poisson", "gamma"), default="poisson",
+                    help="arrival process at --rate (default: %(default)s)")
+    wl.add_argument("--cv", type=float, default=1.0,
+                    help="coefficient of variation of gamma gaps (default: %(default)s)")
+    wl.add_argument("--num-requests", type=int, default=100,
+                    help="requests in the run (default: %(default)s)")
+    wl.add_argument("--seed", type=int, default=0,
+                    help="seed of the lengths, arrivals and prompts (default: %(default)s)")
+    wl.add_argument("--max-model-len", type=int, default=None,
+                    help="cut prompts so prompt+output fits (default: no cut)")
+    wl.add_argument("--prompt-len", type=int, default=None,
+                    help="every prompt this many tokens (default: the workload's lengths)")
+    wl.add_argument("--output-len", type=int, default=None,
+                    help="every output this many tokens (default: the workload's lengths)")
     wl.add_argument("--tokenizer", default="smollm2",
                     help="for exact-length prompts: smollm2, a HF folder, tokenizer.json, .gguf; words (no "
-                    "tokenizer); ids (token-id prompts)")
-    slo = p.add_argument_group("SLOs and limits")
-    slo.add_argument("--ttft-slo-ms", type=float, help="TTFT SLO (default 2000; --compare: re-judge)")
-    slo.add_argument("--tbt-slo-ms", type=float, help="TBT SLO (default 200; compare: re-judge)")
-    slo.add_argument("--max-concurrency", type=int, default=None, help="cap on in-flight requests")
-    slo.add_argument("--timeout", type=float, default=300.0, help="seconds for one request")
-    slo.add_argument("--max-duration", type=float, default=600.0,
-                     help="seconds after the last arrival before in-flight requests are cut off")
+                    "tokenizer); ids (token-id prompts) (default: %(default)s)")
+    lim = p.add_argument_group("SLOs and limits")
+    lim.add_argument("--ttft-slo-ms", type=float,
+                     help=f"TTFT SLO the run is judged by and --send-slo sends (default: {slo.ttft_ms:g}, "
+                     "as ascendra serve's); with --compare, re-judge the saved runs by it (default: each "
+                     "run's own)")
+    lim.add_argument("--tbt-slo-ms", type=float,
+                     help=f"TBT SLO the run is judged by and --send-slo sends (default: {slo.tbt_ms:g}, "
+                     "as ascendra serve's); with --compare, re-judge the saved runs by it (default: each "
+                     "run's own)")
+    lim.add_argument("--max-concurrency", type=int, default=None,
+                     help="cap on in-flight requests (default: no cap)")
+    lim.add_argument("--timeout", type=float, default=300.0,
+                     help="seconds for one request (default: %(default)s)")
+    lim.add_argument("--max-duration", type=float, default=600.0,
+                     help="seconds after the last arrival before in-flight requests are cut off "
+                     "(default: %(default)s)")
     out = p.add_argument_group("output")
-    out.add_argument("--json", default=None, help="write the run (summary + per-request times) here")
-    out.add_argument("--plot", default=None, help="PNG: CDFs for one run; attainment/goodput for --compare")
+    out.add_argument("--json", default=None,
+                     help="write the run (summary + per-request times) here (default: not written)")
+    out.add_argument("--plot", default=None,
+                     help="PNG: CDFs for one run; attainment/goodput for --compare (default: no plot)")
     out.add_argument("--compare", nargs="+", default=None, metavar="JSON",
-                     help="no load: tabulate (and --plot) saved runs side by side")
-    out.add_argument("--no-progress", action="store_true")
+                     help="no load: tabulate (and --plot) these saved --json runs side by side (default: "
+                     "none, run a load)")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def judged_slos(args: argparse.Namespace) -> tuple[float, float]:
+    """The (TTFT, TBT) SLOs in seconds a run is judged by: the flags, else serve's defaults."""
+    slo = default_slo.DEFAULT_SLO
+    ttft = slo.ttft_ms if args.ttft_slo_ms is None else args.ttft_slo_ms
+    tbt = slo.tbt_ms if args.tbt_slo_ms is None else args.tbt_slo_ms
+    return ttft / 1e3, tbt / 1e3
 
 
 def _check_loopback(url: str) -> None:
@@ -125,8 +159,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--num-requests must be at least 1")
     if args.max_concurrency is not None and args.max_concurrency < 1:
         raise ValueError("--max-concurrency must be at least 1")
-    ttft_slo = (2000.0 if args.ttft_slo_ms is None else args.ttft_slo_ms) / 1e3
-    tbt_slo = (200.0 if args.tbt_slo_ms is None else args.tbt_slo_ms) / 1e3
+    ttft_slo, tbt_slo = judged_slos(args)
     if ttft_slo <= 0 or tbt_slo <= 0:
         raise ValueError("SLOs must be positive")
     items = make_workload(args.trace or args.workload, rate=args.rate, num_requests=args.num_requests,
@@ -136,6 +169,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--prompt-len and --output-len must be at least 1")
         items = [replace(it, prompt_len=args.prompt_len or it.prompt_len,
                          output_len=args.output_len or it.output_len) for it in items]
+    if len(items) > 1 and max(it.arrival_time for it in items) == 0.0:
+        print(f"ascendra bench: no --rate, so all {len(items)} requests are sent at once (an offline "
+              "batch: TTFT then measures the server's queue); pass --rate R for arrivals at R req/s",
+              file=sys.stderr, flush=True)
     prompts = make_prompt_builder(args.tokenizer)
     requests = build_requests(items, prompts, args.seed, chat=args.endpoint == "chat")
     model = args.model or _first_model(args.base_url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ascendra.core import default_slo
 from ascendra.runtime.experiment import Scenario
 from ascendra.runtime.settings import SETTINGS, Setting, setting
 from ascendra.runtime.slo_rules import SLO_RULES
@@ -20,13 +21,14 @@ def add_scenario_args(
     g = p.add_argument_group("scenario (a --setting, or its parts; a flag given overrides the setting's)")
     g.add_argument(
         "--setting", type=str.upper, choices=list(SETTINGS),
-        help="; ".join(f"{s.name}: {s.title}" for s in SETTINGS.values()).replace("%", "%%"),
+        help=("; ".join(f"{s.name}: {s.title}" for s in SETTINGS.values()).replace("%", "%%")
+              + " (default: none: Azure conv lengths, Poisson, strict SLOs, the README's headline)"),
     )
     g.add_argument(
         "--trace", metavar="CSV",
         help="a timestamped trace to replay with its own timing (S1 needs one: the Azure conv trace, "
         "AzureLLMInferenceTrace_conv.csv from github.com/Azure/AzurePublicDataset, or Vidur's "
-        "splitwise_conv.csv)",
+        "splitwise_conv.csv) (default: none)",
     )
     g.add_argument(
         "--profile",
@@ -39,7 +41,14 @@ def add_scenario_args(
         help="fitted lengths (conv, code, arxiv, cpu-small) or a trace CSV whose first rows are "
         "rescaled to the rate (default: the setting's, else conv)",
     )
-    g.add_argument("--slo", choices=list(SLO_RULES), help="SLO rule (default: the setting's, else strict)")
+    g.add_argument(
+        "--slo", choices=list(SLO_RULES),
+        help="SLO rule (default: the setting's, else strict). Not ascendra serve's fixed "
+        f"{default_slo.DEFAULT_SLO.describe()}, which are set for its default model on a CPU: the "
+        "default profile is an A100 (a 12 ms decode iteration), so the rules scale with the profile's "
+        "own decode iteration (strict: TBT 5x it); 'serve' gives every request serve's defaults, for "
+        "a CPU profile such as cpu-smollm2",
+    )
     g.add_argument(
         "--num-requests", type=int, default=num_requests,
         help=f"requests per run (default: {default_text or num_requests})",
@@ -48,7 +57,8 @@ def add_scenario_args(
         "--arrival", choices=[*ARRIVAL_KINDS, "replay"],
         help="arrival process (default: the setting's, else poisson; replay with --trace)",
     )
-    g.add_argument("--cv", type=float, help="coefficient of variation of gamma arrivals")
+    g.add_argument("--cv", type=float,
+                   help="coefficient of variation of gamma arrivals (default: the setting's, else 1)")
     g.add_argument("--instances", type=int, default=4, help="instances in the cluster (default: %(default)s)")
 
 

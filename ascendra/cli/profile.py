@@ -21,17 +21,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "the real executor on this machine, fits the PerfModel by least squares "
         "and writes the profile JSON that the simulator and the router use.",
     )
-    p.add_argument(
-        "--model", default="default", help="'default' (SmolLM2), a HF folder, a .gguf or dummy:<shape>"
-    )
+    p.add_argument("--model", default="default",
+                   help="'default' (SmolLM2), a HF folder, a .gguf or dummy:<shape> (default: %(default)s)")
     p.add_argument("--dtype", default="auto", choices=DTYPES,
-                   help="auto: bfloat16 on CUDA and on CPUs with bfloat16 instructions, else float32")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch threads, as each serving instance uses")
+                   help="auto: bfloat16 on CUDA and on CPUs with bfloat16 instructions, else float32 "
+                   "(default: %(default)s)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device: cpu, cuda, cuda:1, ... (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads, as each serving instance uses (default: %(default)s)")
     p.add_argument("--num-blocks", type=int, default=None,
                    help="KV blocks of the executor under test (default: 4096 on CPU, 32768 on a GPU)")
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="times each batch is timed; the fit reads their median (default: %(default)s)")
     p.add_argument("--instances", type=int, default=1,
                    help="profile as this many serving instances sharing the machine: as many processes "
                    "time the spread at once, and every one's points are fitted (default: %(default)s)")

@@ -10,6 +10,7 @@ import sys
 
 from ascendra.cli import serve_vllm
 from ascendra.cluster.system import SYSTEMS, SystemConfig
+from ascendra.core import default_slo
 from ascendra.core.config import KVCapacity
 from ascendra.engine.factory import DTYPES, InstanceSpec, load_model_info, resolve_dtype, resolve_perf_model
 from ascendra.model.config import kv_blocks_for_memory
@@ -61,10 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-cache-memory", default="256MiB",
                    help="KV cache per instance, if no --num-blocks (default: %(default)s)")
     p.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default: %(default)s)")
-    p.add_argument("--ttft-slo-ms", type=float, default=5000.0,
-                   help="TTFT SLO of a request that sets none (default: %(default)s)")
-    p.add_argument("--tbt-slo-ms", type=float, default=1000.0,
-                   help="TBT SLO of a request that sets none (default: %(default)s)")
+    slo = default_slo.DEFAULT_SLO  # the one definition, shared with bench and the README
+    p.add_argument("--ttft-slo-ms", type=float, default=slo.ttft_ms,
+                   help="TTFT SLO of a request that sets none, ms (default: %(default)g)")
+    p.add_argument("--tbt-slo-ms", type=float, default=slo.tbt_ms,
+                   help="TBT SLO of a request that sets none, ms (default: %(default)g)")
     p.add_argument("--profile", default=None,
                    help="performance profile, a path or a shipped name (default: the shipped CPU profile "
                    "for the default model, else a rough estimate)")
@@ -91,6 +93,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="largest request body; larger ones get 413 (default: %(default)s, room for a "
                       "128k-token prompt as JSON)")
     p.add_argument("--log-level", default="info", help="uvicorn's log level (default: %(default)s)")
+    p.add_argument("--log-probes", action="store_true",
+                   help="log /health and /metrics requests in the access log too (by default they are left "
+                   "out: probes poll every few seconds)")
     serve_vllm.add_arguments(p)
 
 
@@ -173,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     sock = bind_socket(args.host, args.port)
     try:
         config = build_server_config(args)
-        serve_app(create_app(config), sock, args.drain_timeout, args.log_level)
+        serve_app(create_app(config), sock, args.drain_timeout, args.log_level, args.log_probes)
     finally:
         sock.close()
     return 0

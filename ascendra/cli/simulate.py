@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from ascendra.cli.common import add_scenario_args, scenario_from
 from ascendra.cluster.router import RouterConfig
-from ascendra.cluster.system import SYSTEMS, SystemConfig
+from ascendra.cluster.system import SARATHI_BUDGET, SYSTEMS, SystemConfig
 from ascendra.core.request import Request
 from ascendra.metrics import format_table, to_record, write_csv, write_json
 from ascendra.metrics.summary import summarize
@@ -21,23 +21,27 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="simulate one system at one request rate",
         description="Run the real schedulers and router on the discrete-event simulator.",
     )
-    p.add_argument("--system", default="ascendra", choices=SYSTEMS)
+    p.add_argument("--system", default="ascendra", choices=SYSTEMS,
+                   help="ascendra: LP and HP pools with offloading; vllm or sarathi: every instance runs "
+                   "that policy behind a load balancer (default: %(default)s)")
     p.add_argument("--rate", type=float, default=20.0, help="arrivals per second (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--token-budget",
-        type=int,
-        default=None,
-        help="vllm: max_num_batched_tokens; sarathi: token budget; ascendra: cap",
-    )
-    p.add_argument("--max-num-seqs", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the arrivals, lengths and SLO draws (default: %(default)s)")
+    p.add_argument("--token-budget", type=int, default=None,
+                   help="vllm: max_num_batched_tokens; sarathi: token budget; ascendra: cap (default: "
+                   f"vllm the context, sarathi {SARATHI_BUDGET}, ascendra 1024)")
+    p.add_argument("--max-num-seqs", type=int, default=256,
+                   help="most requests an instance runs at once (default: %(default)s)")
     p.add_argument("--offload-margin", type=float, default=RouterConfig.offload_margin,
-                   help="ascendra: share of the TTFT SLO")
-    p.add_argument("--hp-dispatch-weight", type=float, default=RouterConfig.hp_dispatch_weight)
+                   help="ascendra: offload a waiting request whose projected first token comes later "
+                   "than its deadline minus this share of its TTFT SLO (default: %(default)s)")
+    p.add_argument("--hp-dispatch-weight", type=float, default=RouterConfig.hp_dispatch_weight,
+                   help="ascendra: a new request's projected wait on an HP instance counts this many "
+                   "times, which keeps the HP pool light for offloads (default: %(default)s)")
     p.add_argument("--hp-instances", type=int, default=1,
                    help="ascendra: HP instances (default: %(default)s)")
-    p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
-    p.add_argument("--csv", metavar="PATH", help="write one row per request as CSV")
+    p.add_argument("--json", metavar="PATH", help="write the summary as JSON (default: not written)")
+    p.add_argument("--csv", metavar="PATH", help="write one row per request as CSV (default: not written)")
     add_scenario_args(p, num_requests=5000)
     return p
 

@@ -103,12 +103,12 @@ class Scenario:
         summary, result = self.run(system, rate, seed)
         return RunScore(summary.attainment, served_share(result.requests))
 
-    def describe(self) -> str:
-        """The workload and SLOs in one line."""
+    def describe(self, slos: bool = True) -> str:
+        """The workload and (unless `slos` is False) the SLOs in one line."""
         if self.arrival == "replay":
             load = (f"trace {self.workload} replayed with its own timing, {self.num_requests}-request "
                     f"windows (a seed is a window), mean {mean_rate(self.trace):.3g} req/s at speed-up 1")
         else:
             arrivals = "Poisson" if self.arrival == "poisson" else f"{self.arrival} arrivals, CV {self.cv:g}"
             load = f"{self.workload} lengths, {arrivals}, {self.num_requests} requests per run"
-        return f"{load}; SLOs {self.slo_rule.describe(self.perf)}"
+        return f"{load}; SLOs {self.slo_rule.describe(self.perf)}" if slos else load

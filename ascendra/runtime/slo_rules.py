@@ -11,6 +11,8 @@ its unit is one isolated decode iteration (one request decoding alone at a 1k co
   (and the same TBT for all): a multiple of the decode iteration plus the prefill of a reference
   prompt.
 - `SLOClasses`: a mix of rules in one run, each request drawn into a class by its share.
+- `ServeSLO`: `ascendra serve`'s fixed defaults (core.default_slo) for every request, whatever the
+  hardware: to simulate the live server on its own CPU profile, where they were set.
 
 Requests carry their own SLO, so a rule only decides the numbers; the schedulers read them per
 request.
@@ -24,6 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ascendra.core import default_slo
 from ascendra.core.perf_model import PerfModel, isolated_decode_time, isolated_prefill_time
 from ascendra.core.request import SLO
 
@@ -125,6 +128,18 @@ class SLOClasses:
         return f"{self.name}: per request, {parts}"
 
 
+@dataclass(frozen=True)
+class ServeSLO:
+    name: str
+
+    def slos(self, prompt_lens: Sequence[int], perf: PerfModel, rng: np.random.Generator) -> list[SLO]:
+        # Read when the run is built, not at import: the one definition stays the only one.
+        return [default_slo.DEFAULT_SLO.slo()] * len(prompt_lens)
+
+    def describe(self, perf: PerfModel) -> str:
+        return f"{self.name}: every request {default_slo.DEFAULT_SLO.describe()} (ascendra serve's defaults)"
+
+
 STRICT = ScaledSLO("strict", tbt_scale=5.0, ttft_scale=5.0, ttft_floor_scale=10.0)
 RELAXED = ScaledSLO("relaxed", tbt_scale=25.0, ttft_scale=25.0, ttft_floor_scale=50.0)
 
@@ -135,11 +150,12 @@ RELAXED = ScaledSLO("relaxed", tbt_scale=25.0, ttft_scale=25.0, ttft_floor_scale
 # prompt instead (1,020 tokens: 200 ms on the A100 Llama-3-8B profile) 9.7% of conv prompts could not
 # meet it even alone, and no system would reach 90%. TBT 5x decode, as strict.
 # Classes: 70% interactive (strict) and 30% relaxed in one run.
-SLO_RULES: dict[str, ScaledSLO | ProductSLO | SLOClasses] = {
+SLO_RULES: dict[str, ScaledSLO | ProductSLO | SLOClasses | ServeSLO] = {
     "strict": STRICT,
     "relaxed": RELAXED,
     "product": ProductSLO("product", ttft_decode_scale=10.0, ref_prompt_len=8192, tbt_scale=5.0),
     "classes": SLOClasses("classes", (SLOClass(0.7, STRICT), SLOClass(0.3, RELAXED))),
+    "serve": ServeSLO("serve"),
 }
 
 

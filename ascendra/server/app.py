@@ -25,9 +25,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
+from ascendra.core.default_slo import DEFAULT_SLO
 from ascendra.runtime.live.cluster import LiveCluster
 from ascendra.runtime.live.messages import AddRequest
 from ascendra.runtime.live.state import LiveConfig, Tracked
+from ascendra.server.access_log import PROBE_PATHS
 from ascendra.server.defaults import GenerationDefaults
 from ascendra.server.door import (
     Admission,
@@ -41,7 +43,7 @@ from ascendra.server.metrics import ServerMetrics
 from ascendra.server.protocol import ApiError, Limits, ParsedRequest, error_body, parse_body
 from ascendra.server.responses import DONE, Accumulator, sse
 
-OPEN_PATHS = frozenset({"/health", "/metrics"})  # open without the API key unless --api-key-all-routes
+OPEN_PATHS = PROBE_PATHS  # open without the API key unless --api-key-all-routes
 
 
 @dataclass
@@ -50,8 +52,8 @@ class ServerConfig:
     model_name: str
     model_aliases: tuple[str, ...]
     tokenizer: Any  # ascendra.model.tokenizer.Tokenizer or None (dummy weights)
-    ttft_slo_ms: float = 5000.0
-    tbt_slo_ms: float = 1000.0
+    ttft_slo_ms: float = DEFAULT_SLO.ttft_ms  # of a request that sets none
+    tbt_slo_ms: float = DEFAULT_SLO.tbt_ms
     drain_timeout: float = 30.0
     vocab_size: int | None = None
     defaults: GenerationDefaults = field(default_factory=GenerationDefaults)

@@ -3,6 +3,10 @@
 On the first signal the server keeps listening but answers new requests with 503, lets the requests
 in flight finish for up to `drain_timeout` seconds, fails the rest with a clear error, and then shuts
 down (the app's lifespan stops the instance workers). A second signal skips the drain.
+
+Once the instances are up and the socket serves, the last line of start-up says where the server
+listens, what it serves and with which instances (uvicorn says nothing of the address when it is
+handed a socket, as here).
 """
 
 from __future__ import annotations
@@ -10,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 import time
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+
+from ascendra.server.access_log import keep_probes_out
 
 log = logging.getLogger("ascendra.server")
 
@@ -29,6 +36,9 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets=None) -> None:  # noqa: ANN001 - uvicorn's signature
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
+        if self.started and sockets:  # after uvicorn's own start-up lines, and the instances' start
+            host, port = sockets[0].getsockname()[:2]
+            print(ready_line(self.app.state.server.config, host, port), file=sys.stderr, flush=True)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not recorded in _captured_signals: uvicorn would re-raise the signal after a clean exit.
@@ -57,8 +67,26 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve_app(app: FastAPI, sock: socket.socket, drain_timeout: float, log_level: str = "info") -> None:
-    """Serve on `sock`, already bound and listening (`ascendra serve` binds it before loading models)."""
+def ready_line(config, host: str, port: int) -> str:  # config: ascendra.server.app.ServerConfig
+    """The last line of start-up: the address, the model and the instances' roles."""
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    if host in ("0.0.0.0", "::"):
+        url += " (every interface)"
+    system = config.live.system
+    roles = system.roles()
+    if system.system == "ascendra":
+        instances = f"{roles.count('lp')} LP + {roles.count('hp')} HP"
+    else:
+        instances = f"{len(roles)} x {system.system}"
+    return f"ascendra serve: ready on {url}, model {config.model_name}, instances {instances}"
+
+
+def serve_app(
+    app: FastAPI, sock: socket.socket, drain_timeout: float, log_level: str = "info",
+    log_probes: bool = False,
+) -> None:
+    """Serve on `sock`, already bound and listening (`ascendra serve` binds it before loading models).
+    `log_probes`: keep /health and /metrics requests in the access log (by default left out)."""
     host, port = sock.getsockname()[:2]
     # The server's own log (worker failures, restarts, dropped frames) beside uvicorn's, on stderr.
     handler = logging.StreamHandler()
@@ -67,4 +95,6 @@ def serve_app(app: FastAPI, sock: socket.socket, drain_timeout: float, log_level
     logging.getLogger("ascendra").setLevel(log_level.upper())
     config = uvicorn.Config(app, host=host, port=port, loop="asyncio", log_level=log_level,
                             timeout_graceful_shutdown=5, timeout_keep_alive=5)
+    if not log_probes:  # uvicorn.Config has configured its loggers by now
+        keep_probes_out()
     DrainingServer(config, app, drain_timeout).run(sockets=[sock])

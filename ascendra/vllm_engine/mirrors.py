@@ -9,18 +9,10 @@ someone else than our router gets the engine's default SLOs and vLLM's own arriv
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from vllm.v1.request import Request as VLLMRequest
 
 from ascendra.core.request import SLO, Request
 from ascendra.vllm_engine.plugin_config import XARG_ARRIVAL, XARG_ID, XARG_TBT, XARG_TTFT
-
-
-@dataclass(frozen=True)
-class DefaultSLO:
-    ttft: float
-    tbt: float
 
 
 def _number(args: dict, key: str, default: float) -> float:
@@ -33,7 +25,7 @@ def _number(args: dict, key: str, default: float) -> float:
 
 
 class Mirrors:
-    def __init__(self, default_slo: DefaultSLO) -> None:
+    def __init__(self, default_slo: SLO) -> None:
         self.default_slo = default_slo
         self._mirror: dict[str, Request] = {}  # vLLM request id -> mirror
         self._engine: dict[int, VLLMRequest] = {}  # id(mirror) -> vLLM request

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 from ascendra.core.config import SchedulerConfig
+from ascendra.core.default_slo import DEFAULT_SLO
 
 ROUTER = "ASCENDRA_ROUTER"  # the router's worker socket: ipc://... or tcp://host:port
 SECRET = "ASCENDRA_SECRET"  # hex of the key that signs every frame (see runtime/live/wire.py)
@@ -34,8 +35,8 @@ class PluginConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     scheduler_given: bool = False  # False: the policy takes vLLM's own token and sequence limits
     profile: str | None = None
-    default_ttft: float = 5.0
-    default_tbt: float = 1.0
+    default_ttft: float = DEFAULT_SLO.ttft_ms / 1e3  # what `ascendra serve` gives such a request too
+    default_tbt: float = DEFAULT_SLO.tbt_ms / 1e3
     step_log: str | None = None
 
     @classmethod

@@ -39,11 +39,12 @@ from ascendra.core.policies.ascendra_lp import AscendraLPScheduler
 from ascendra.core.policies.sarathi import SarathiScheduler
 from ascendra.core.projection import Projection, QueueView
 from ascendra.core.queue import REMAINING
+from ascendra.core.request import SLO
 from ascendra.core.scheduler import Scheduler, learnt_slowdown
 from ascendra.core.ttft_slos import PendingTTFT
 from ascendra.runtime.live import messages as m
 from ascendra.runtime.live.worker import wire_snapshot
-from ascendra.vllm_engine.mirrors import DefaultSLO, Mirrors
+from ascendra.vllm_engine.mirrors import Mirrors
 from ascendra.vllm_engine.plugin_config import PluginConfig
 from ascendra.vllm_engine.router_link import RouterLink
 from ascendra.vllm_engine.waiting_queue import PolicyWaitingQueue
@@ -80,7 +81,7 @@ class AscendraScheduler(AsyncScheduler):
             sched, max_num_batched_tokens=min(sched.max_num_batched_tokens, self.max_num_scheduled_tokens),
             max_idle_budget=min(sched.max_idle_budget, self.max_num_scheduled_tokens))
         self.token_cap = self.max_num_scheduled_tokens
-        self.mirrors = Mirrors(DefaultSLO(cfg.default_ttft, cfg.default_tbt))
+        self.mirrors = Mirrors(SLO(cfg.default_ttft, cfg.default_tbt))
         alone = self.perf_model.prefill_time if self.perf_model is not None else None
         self.waiting = PolicyWaitingQueue(self.ascendra_policy, self.mirrors, alone)
         policy, perf = self.ascendra_policy, self.perf_model

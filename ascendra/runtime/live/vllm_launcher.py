@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ascendra.core.config import SchedulerConfig
+from ascendra.core.default_slo import DEFAULT_SLO
 from ascendra.vllm_engine.plugin_config import PluginConfig
 
 SCHEDULER_CLS = {"ascendra-lp": "ascendra.vllm_engine.scheduler.LPScheduler",
@@ -39,7 +40,7 @@ class VLLMEngines:
     kv_cache_gib: int = 1
     max_num_seqs: int = 256
     profile: str | None = None
-    default_slo: tuple[float, float] = (5.0, 1.0)
+    default_slo: tuple[float, float] = (DEFAULT_SLO.ttft_ms / 1e3, DEFAULT_SLO.tbt_ms / 1e3)
     log_dir: Path | None = None
     step_log_dir: Path | None = None
     extra_args: list[str] = field(default_factory=list)
