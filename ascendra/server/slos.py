@@ -16,6 +16,7 @@ instance's budget only within the protected share (core/budget.py).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ascendra.core.slo_floors import SLOFloors
@@ -155,9 +156,14 @@ class SLOPolicy:
         lengths = [n for n in CARD_PROMPT_LENGTHS if n < self.max_model_len] + [self.max_model_len]
         return {
             "default": {"ttft_ms": self.default.ttft_ms, "tbt_ms": self.default.tbt_ms},
-            "tightest": {"tbt_ms": round(self.tightest_tbt_ms, 3), "ttft_ms_by_prompt_tokens": {
-                str(n): round(self.tightest_ttft_ms(n), 3) for n in lengths}},
+            "tightest": {"tbt_ms": _up(self.tightest_tbt_ms), "ttft_ms_by_prompt_tokens": {
+                str(n): _up(self.tightest_ttft_ms(n)) for n in lengths}},
             "minimums": {"ttft_ms": self.min_ttft_ms, "tbt_ms": self.min_tbt_ms},
             "classes": {c.name: {"ttft_ms": c.ttft_ms, "tbt_ms": c.tbt_ms} for c in self.classes.values()},
             "below_floor": self.below_floor,
         }
+
+
+def _up(ms: float) -> float:
+    """Rounded up to a microsecond: a client that asks for exactly what the card says is accepted."""
+    return math.ceil(ms * 1e3) / 1e3
