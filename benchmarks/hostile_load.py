@@ -8,10 +8,12 @@ loopback (SmolLM2, one LP and one HP instance, each its own process):
   tight     4 clients in closed loops (short prompts, 64 output tokens) with the tightest TBT SLO the
             server accepts (its /v1/models floor where it reports one, else 1 ms), against 4 such
             clients with the default SLOs: the TTFT of a 1,500-token prompt sent beside them (the
-            median of `--victims` tries each), and the ratio. On a second server of one LP instance
-            (`--victim-serve-args`): with an HP instance beside it the router often places the
-            victim apart from the 4 clients, and the figure would measure where it went, not what
-            their SLOs do to the instance they share.
+            median of `--victims` tries each, the two conditions alternating), and the ratio; also
+            in the performance model's seconds (the predicted time of the iterations run while the
+            victim waited), which other processes on the machine do not stretch. On a second
+            server of one LP instance (`--victim-serve-args`): with an HP instance beside it the
+            router often places the victim apart from the 4 clients, and the figure would measure
+            where it went, not what their SLOs do to the instance they share.
 
 Run (the server's log level is `warning`, so a traceback shows and an INFO line does not):
     PYTHONPATH=. python benchmarks/hostile_load.py [--victims 5] [-- extra serve args]
@@ -27,6 +29,7 @@ import socket
 import statistics
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -126,56 +129,87 @@ def oversize(srv: ServerProcess) -> dict:
     return {"answer": answer, "seconds": round(took, 3)}
 
 
-def client_loop(url: str, tbt_ms: float | None, stop: threading.Event, k: int, codes: list[int]) -> None:
-    with httpx.Client(timeout=120) as c:
-        j = 0
-        while not stop.is_set():
-            body = {"prompt": f"Client {k} story {j}: once upon a time", "max_tokens": 64, "ignore_eos": True}
-            if tbt_ms is not None:
-                body["tbt_slo_ms"] = tbt_ms
-            try:
-                codes.append(c.post(url + "/v1/completions", json=body).status_code)
-            except httpx.HTTPError:
-                codes.append(0)
-            j += 1
+@dataclass
+class Clients:
+    """4 clients in closed loops; each request carries the TBT SLO in `tbt_ms` when it is sent
+    (None: the server's default). `fresh[k]` counts client k's requests sent since the last switch."""
+
+    url: str
+    tbt_ms: float | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    fresh: list[int] = field(default_factory=lambda: [0] * 4)
+    codes: list[int] = field(default_factory=list)
+
+    def run(self, k: int) -> None:
+        with httpx.Client(timeout=120) as c:
+            j = 0
+            while not self.stop.is_set():
+                body = {"prompt": f"Client {k} story {j}: once upon a time", "max_tokens": 64,
+                        "ignore_eos": True}
+                if self.tbt_ms is not None:
+                    body["tbt_slo_ms"] = self.tbt_ms
+                self.fresh[k] += 1
+                try:
+                    self.codes.append(c.post(self.url + "/v1/completions", json=body).status_code)
+                except httpx.HTTPError:
+                    self.codes.append(0)
+                j += 1
+
+    def switch(self, tbt_ms: float | None) -> None:
+        """From now on every client asks for `tbt_ms`; returns once each has sent a request since
+        and had it answered, so that every decode running carries it."""
+        self.tbt_ms = tbt_ms
+        self.fresh = [0] * 4
+        while min(self.fresh) < 2:
+            time.sleep(0.1)
 
 
-def victim_ttft(url: str, rng: random.Random) -> float:
-    """Seconds from sending a 1,500-token prompt (random token ids) to its first streamed token."""
+def victim_ttft(url: str, rng: random.Random) -> tuple[float, float]:
+    """Seconds from sending a 1,500-token prompt (random token ids) to its first streamed token,
+    and the same span in the performance model's seconds (the predicted time of the iterations the
+    instance ran meanwhile: what the load of other processes on the machine does not change)."""
     ids = [rng.randrange(100, 40000) for _ in range(VICTIM_TOKENS)]
+    predicted = metric(httpx.get(url + "/metrics", timeout=10).text,
+                       "ascendra_instance_predicted_busy_seconds")
     t0 = time.perf_counter()
     with httpx.stream("POST", url + "/v1/completions", timeout=300, json={
             "prompt": ids, "max_tokens": 2, "ignore_eos": True, "stream": True}) as r:
         r.raise_for_status()
         for line in r.iter_lines():
             if line.startswith("data: {"):
-                return time.perf_counter() - t0
+                ttft = time.perf_counter() - t0
+                after = metric(httpx.get(url + "/metrics", timeout=10).text,
+                               "ascendra_instance_predicted_busy_seconds")
+                return ttft, after - predicted
     raise RuntimeError("the victim's stream ended without a token")
 
 
 def tight_vs_default(srv: ServerProcess, victims: int) -> dict:
+    """The two conditions alternate victim by victim, so that the machine's other load, which comes
+    and goes on a shared box, falls on both alike."""
     card = httpx.get(srv.url + "/v1/models", timeout=10).json()["data"][0]
-    floors = card.get("slo", {}).get("tightest", {})
-    tight = floors.get("tbt_ms", 1.0)
+    tight = card.get("slo", {}).get("tightest", {}).get("tbt_ms", 1.0)
     rng = random.Random(0)
-    out: dict = {"tight_tbt_ms": tight}
-    for name, tbt in (("default", None), ("tight", tight)):
-        stop, codes = threading.Event(), []
-        threads = [threading.Thread(target=client_loop, args=(srv.url, tbt, stop, k, codes), daemon=True)
-                   for k in range(4)]
-        for t in threads:
-            t.start()
-        time.sleep(4.0)  # the 4 clients decoding
-        ttfts = []
-        for _ in range(victims):
-            ttfts.append(victim_ttft(srv.url, rng))
-            time.sleep(1.0)
-        stop.set()
-        for t in threads:
-            t.join(120)
-        out[name] = {"victim_ttft_s": [round(x, 3) for x in ttfts],
-                     "median": round(statistics.median(ttfts), 3), "client_statuses": sorted(set(codes))}
+    clients = Clients(srv.url)
+    threads = [threading.Thread(target=clients.run, args=(k,), daemon=True) for k in range(4)]
+    for t in threads:
+        t.start()
+    runs: dict[str, list[tuple[float, float]]] = {"default": [], "tight": []}
+    for _ in range(victims):
+        for name, tbt in (("default", None), ("tight", tight)):
+            clients.switch(tbt)
+            runs[name].append(victim_ttft(srv.url, rng))
+    clients.stop.set()
+    for t in threads:
+        t.join(120)
+    out: dict = {"tight_tbt_ms": tight, "client_statuses": sorted(set(clients.codes))}
+    for name, xs in runs.items():
+        out[name] = {"victim_ttft_s": [round(x, 3) for x, _ in xs], "median": round(statistics.median(
+            x for x, _ in xs), 3), "model_s": [round(m, 3) for _, m in xs],
+            "model_median": round(statistics.median(m for _, m in xs), 3)}
     out["ratio"] = round(out["tight"]["median"] / out["default"]["median"], 2)
+    out["pair_ratios"] = [round(t[0] / d[0], 2) for d, t in zip(runs["default"], runs["tight"], strict=True)]
+    out["model_ratio"] = round(out["tight"]["model_median"] / out["default"]["model_median"], 2)
     return out
 
 
@@ -205,7 +239,8 @@ def main() -> int:
           f"tracebacks after they hang up: {t['tracebacks_after_hang_up']}; Content-Length 999999999: "
           f"{result['oversize']['answer']} after {result['oversize']['seconds']} s; victim TTFT "
           f"{v['default']['median']} s (default clients) vs {v['tight']['median']} s (tbt "
-          f"{v['tight_tbt_ms']} ms): {v['ratio']}x; load average after: {result['load_average_after']}")
+          f"{v['tight_tbt_ms']} ms): {v['ratio']}x (in the model's seconds {v['model_ratio']}x); load "
+          f"average after: {result['load_average_after']}")
     return 0
 
 
