@@ -22,7 +22,7 @@ DEFAULT = SLO(5.0, 1.0)  # `ascendra serve`'s default SLOs
 TIGHTEST_TBT = SLOFloors(PERF, 1024).tbt
 
 
-def victim_ttft(client_tbt: float, protected: bool, share: float = 0.75) -> float:
+def victim_ttft(client_tbt: float, protected: bool, share: float = SchedulerConfig.protected_share) -> float:
     """One LP instance: 4 clients decoding (outputs longer than the run), then a 1,500-token prompt
     at the default SLOs; its TTFT in simulated seconds."""
     clients = [Request(f"c{k}", 0.01 * k, 12, 2000, SLO(DEFAULT.ttft, client_tbt)) for k in range(4)]
@@ -37,20 +37,21 @@ def victim_ttft(client_tbt: float, protected: bool, share: float = 0.75) -> floa
 def test_tight_tbt_clients_cost_another_prompt_at_most_the_protected_share():
     alone_beside_defaults = victim_ttft(DEFAULT.tbt, protected=True)
     ratio = victim_ttft(TIGHTEST_TBT, protected=True) / alone_beside_defaults
-    assert ratio <= 1 / 0.75 + 0.05, ratio  # measured 1.30
+    assert ratio <= 1 / SchedulerConfig.protected_share + 0.05, ratio  # 0.9: measured 1.10
     # Unprotected, the same clients hold the prompt back for minutes (measured 47x): the rule is
     # what keeps it.
     assert victim_ttft(TIGHTEST_TBT, protected=False) / alone_beside_defaults > 10
 
 
-@pytest.mark.parametrize("share", [0.5, 0.9])
+@pytest.mark.parametrize("share", [0.5, 0.75])
 def test_the_share_sets_the_bound(share: float):
     ratio = victim_ttft(TIGHTEST_TBT, True, share) / victim_ttft(DEFAULT.tbt, True, share)
     assert ratio <= 1 / share + 0.05, (share, ratio)
 
 
 def test_the_limit_is_raised_only_as_far_as_the_share_needs():
-    cfg = SchedulerConfig(max_num_batched_tokens=1024, protected_ttft=5.0, protected_tbt=1.0)
+    cfg = SchedulerConfig(max_num_batched_tokens=1024, protected_ttft=5.0, protected_tbt=1.0,
+                          protected_share=0.75)
     base = BatchShape.of(decodes=[100] * 4)
     # SLOs at or looser than the protected ones: the limit they ask for, untouched.
     assert budget_limit(cfg, PERF, 1.0, base, 1.0, 5.0) == time_limit(cfg, 1.0, 5.0)

@@ -111,7 +111,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="a request asking for less than the floor or minimum: 400 naming the field and the "
                      "bound, or served as if it had asked for the bound and counted in "
                      "ascendra_requests_best_effort_total (default: %(default)s)")
-    slo.add_argument("--protected-prefill-share", type=float, default=0.75,
+    slo.add_argument("--protected-prefill-share", type=float, default=0.9,
                      help="SLOs tighter than the defaults shrink an instance's iterations only while prompts "
                      "keep this share of the time the default SLOs leave them, so a tight client stretches "
                      "no one else's TTFT past 1/share; 0 lets every accepted SLO shape the budget, 1 none "

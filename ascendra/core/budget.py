@@ -14,11 +14,14 @@ shrink an iteration only as far as the share of its time left to prompts, what t
 iteration's fixed cost do not take, stays at least `protected_share` of that share for the same
 decodes with every SLO loosened to the protected ones. A prompt's first token waits for its prompt
 work, which is the same however it is chunked, so that share bounds how much longer any prompt
-waits: `protected_share` 0.75 keeps it within 1/0.75 = 1.33x. A tight SLO is honoured in full where
-it costs little (on a CPU a 200 ms iteration leaves prompts nearly as much of its time as a 900 ms
-one), and no further; past that point its request is served best-effort. The operator sets the
-share (`--protected-prefill-share`): 0 lets every accepted SLO shape the budget as it asks, 1 lets
-none cost the prompts anything.
+waits, as far as the performance model splits an iteration's cost rightly into fixed and per-token
+parts: `protected_share` 0.9 keeps it within 1/0.9 = 1.11x of the model's seconds. (Live, short
+iterations cost more beyond the model than long ones, so the stretch measured is somewhat larger:
+docs/benchmarks.md section 10.) A tight SLO is honoured in full where it costs little (on a CPU a
+400 ms iteration leaves prompts nearly as much of its time as a 900 ms one), and no further; past
+that point its request is served best-effort. The operator sets the share
+(`--protected-prefill-share`): 0 lets every accepted SLO shape the budget as it asks, 1 lets none
+cost the prompts anything.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ class SchedulerConfig:
     # would give the same decodes (core/budget.py). None: every SLO shapes the budget as it asks.
     protected_ttft: float | None = None
     protected_tbt: float | None = None
-    protected_share: float = 0.75
+    protected_share: float = 0.9
 
 
 @dataclass(frozen=True)
