@@ -123,13 +123,20 @@ def test_extreme_but_valid_sampling_stays_with_its_request(server):
     assert rs[0].json()["choices"][0]["text"] == greedy
 
 
-def test_slos_below_the_floor_are_refused_and_tiny_ones_leave_others_alone(server):
+def test_slos_below_the_floor_are_refused_and_the_tightest_leave_others_alone(server):
     r = post(server, "/v1/completions", {"prompt": "hi", "max_tokens": 3, "ttft_slo_ms": 1e-300})
     assert r.status_code == 400 and "from 1 ms" in error_of(r)["message"]
-    # 1.5 ms is above the floor and no iteration meets it: served (a miss), and the instance that
-    # saw it keeps serving everyone else (it once wedged the LP instance for good).
+    # 1.5 ms is below what the performance model says any iteration takes: refused, naming the floor.
+    r = post(server, "/v1/completions", {"prompt": "hi", "max_tokens": 3, "ttft_slo_ms": 1.5})
+    err = error_of(r)
+    assert r.status_code == 400 and err["param"] == "ttft_slo_ms" and err["code"] == "slo_below_floor"
+    # The tightest SLOs accepted (/v1/models) are served (a miss), and the instance that saw them keeps
+    # serving everyone else (a TTFT SLO no iteration meets once wedged the LP instance for good).
+    card = httpx.get(server.url + "/v1/models", headers=AUTH, timeout=10).json()["data"][0]
+    tightest = card["slo"]["tightest"]
+    at_floor = {"ttft_slo_ms": tightest["ttft_ms_by_prompt_tokens"]["128"], "tbt_slo_ms": tightest["tbt_ms"]}
     for _ in range(2):
-        r = post(server, "/v1/completions", {"prompt": "hi", "max_tokens": 3, "ttft_slo_ms": 1.5})
+        r = post(server, "/v1/completions", {"prompt": "hi", "max_tokens": 3, **at_floor})
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1
     steps = metric(metrics(server), "ascendra_instance_steps", instance="0")  # the LP instance
     with concurrent.futures.ThreadPoolExecutor(4) as pool:

@@ -13,7 +13,9 @@ Measured over 60 random queues per policy (`python tests/test_projection.py`): v
 judged requests within one iteration, Sarathi 99.95%, Ascendra LP 98.6% and HP 97.5%, all within
 2.1 iterations. The projection is fluid (a long prompt's chunks, the attention they carry and the
 Ascendra time budget taken as averages), so the Ascendra policies miss the one-iteration mark on a
-few percent; the test holds every policy to 95% within one iteration and all within 2.5.
+few percent; the test holds every policy to 95% within one iteration and all within 2.5. With
+the protected budget binding (core/budget.py; `queue(..., protected=True)`), Ascendra LP 98.0% and
+HP 98.8%, all within 2.1 iterations.
 """
 
 from __future__ import annotations
@@ -34,13 +36,17 @@ from ascendra.profiles import load_profile
 PERF = load_profile("a100-llama-3-8b").perf_model
 
 
-def queue(policy: str, seed: int) -> tuple[Scheduler, list[Request], float]:
+def queue(policy: str, seed: int, protected: bool = False) -> tuple[Scheduler, list[Request], float]:
     """Decoding requests (outputs long enough to outlast the horizon) and a random waiting queue,
-    a share of it with TTFT SLOs tight enough for some to be deferred."""
+    a share of it with TTFT SLOs tight enough for some to be deferred. `protected`: SLOs tighter
+    than 0.3 s TBT and 0.6 s TTFT shape the budget only down to the protected share
+    (core/budget.py), which then binds in most queues."""
     rng = random.Random(seed)
     budget = 8192 if policy == "vllm" else rng.choice([512, 1024, 2048])
-    s = make_scheduler(policy, SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=512),
-                       BlockManager(200_000, 16), PERF)
+    cfg = SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=512)
+    if protected:
+        cfg.protected_tbt, cfg.protected_ttft, cfg.protected_share = 0.3, 0.6, rng.choice([0.5, 0.75, 0.9])
+    s = make_scheduler(policy, cfg, BlockManager(200_000, 16), PERF)
     decodes = [Request(f"d{i}", 0.0, rng.randint(50, 2000), 10**6, SLO(100.0, rng.uniform(0.05, 0.5)))
                for i in range(rng.choice([0, 4, 16, 48]))]
     for r in decodes:
@@ -91,11 +97,12 @@ def judged_errors(first, requests, iteration: float) -> tuple[list[float], int]:
     return errors, borderline
 
 
-@pytest.mark.parametrize("policy", sorted(POLICIES))
-def test_projected_first_tokens_match_the_schedule_played_forward(policy: str) -> None:
+@pytest.mark.parametrize(("policy", "protected"), [(p, False) for p in sorted(POLICIES)]
+                         + [("ascendra-lp", True), ("ascendra-hp", True)])
+def test_projected_first_tokens_match_the_schedule_played_forward(policy: str, protected: bool) -> None:
     judged = total = within = 0
     for seed in range(60):
-        s, _, now = queue(policy, seed)
+        s, _, now = queue(policy, seed, protected)
         snap = s.snapshot()
         first, _ = project(snap, now)
         in_order = list(snap.waiting)  # the projection's order, before the replay empties it
@@ -104,7 +111,9 @@ def test_projected_first_tokens_match_the_schedule_played_forward(policy: str) -
         assert all(abs(e) <= 2.5 for e in errors), (seed, min(errors), max(errors))
         within += sum(abs(e) <= 1.0 for e in errors)
         judged, total = judged + len(errors), total + len(in_order)
-    assert judged >= 0.5 * total, (judged, total)
+    # The protected budget makes iterations longer, so more requests fall within one of the
+    # deferral boundary and go unjudged (HP: 41% judged; 53% without it).
+    assert judged >= (0.4 if protected else 0.5) * total, (judged, total)
     assert within >= 0.95 * judged, (within, judged)
 
 
@@ -143,15 +152,15 @@ def test_a_queue_that_no_budget_fits_projects_infinity_not_nan() -> None:
 
 
 if __name__ == "__main__":  # the accuracy figures quoted above
-    for name in sorted(POLICIES):
+    for name, prot in [(p, False) for p in sorted(POLICIES)] + [("ascendra-lp", True), ("ascendra-hp", True)]:
         errors, total = [], 0
         for k in range(60):
-            sched, _, t0 = queue(name, k)
+            sched, _, t0 = queue(name, k, prot)
             view = sched.snapshot()
             proj, _ = project(view, t0)
             ordered = list(view.waiting)
             errors += judged_errors(proj, ordered, replay(sched, ordered, t0))[0]
             total += len(ordered)
         err = np.abs(np.array(errors))
-        print(f"{name}: judged {len(err)} of {total}; within one iteration {100 * (err <= 1).mean():.2f}%, "
-              f"max {err.max():.2f} iterations")
+        print(f"{name}{' protected' if prot else ''}: judged {len(err)} of {total}; within one iteration "
+              f"{100 * (err <= 1).mean():.2f}%, max {err.max():.2f} iterations")

@@ -86,12 +86,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="with a key, require it on /health and /metrics too (by default they stay open, "
                       "as vllm serve's do, for probes and Prometheus)")
     door.add_argument("--max-concurrent-requests", type=int, default=None,
-                      help="requests held at once (parsed, waiting or running); past it a request gets 429 "
-                      "with Retry-After (default: --max-num-seqs x --instances, the most the instances "
-                      "can run at once: past that a request could only wait)")
+                      help="requests held at once (read and validated, waiting or running); past it a "
+                      "request gets 429 with Retry-After (default: --max-num-seqs x --instances, the most "
+                      "the instances can run at once: past that a request could only wait)")
     door.add_argument("--max-request-bytes", type=int, default=2 * 1024 * 1024,
-                      help="largest request body; larger ones get 413 (default: %(default)s, room for a "
-                      "128k-token prompt as JSON)")
+                      help="largest request body; larger ones get 413, before any of it is read when "
+                      "Content-Length says so (default: %(default)s, room for a 128k-token prompt as JSON)")
+    door.add_argument("--header-timeout", type=float, default=10.0,
+                      help="seconds for a request's head (request line and headers) to arrive, from when the "
+                      "connection opens or its previous response ends; past it 408 and the connection "
+                      "closes (default: %(default)s)")
+    door.add_argument("--body-timeout", type=float, default=30.0,
+                      help="seconds for a request's whole body to arrive, from its head; past it 408 and the "
+                      "connection closes. No admission slot is held meanwhile (default: %(default)s: "
+                      "2 MiB at 70 kB/s)")
+    slo = p.add_argument_group("SLOs clients may ask for (floors: /v1/models)")
+    slo.add_argument("--min-ttft-slo-ms", type=float, default=0.0,
+                     help="the tightest TTFT SLO a request may ask, if above the server's floor (the prompt "
+                     "alone on an idle instance) (default: %(default)s, the floor)")
+    slo.add_argument("--min-tbt-slo-ms", type=float, default=0.0,
+                     help="the tightest TBT SLO a request may ask, if above the server's floor (the smallest "
+                     "decode step) (default: %(default)s, the floor)")
+    slo.add_argument("--slo-class", action="append", default=[], metavar="NAME=TTFT_MS:TBT_MS",
+                     help="a named SLO class requests pick with \"slo_class\"; repeat for more. With any, "
+                     "requests may not send SLOs of their own ('default' names the server's defaults)")
+    slo.add_argument("--below-floor", default="reject", choices=("reject", "best-effort"),
+                     help="a request asking for less than the floor or minimum: 400 naming the field and the "
+                     "bound, or served as if it had asked for the bound and counted in "
+                     "ascendra_requests_best_effort_total (default: %(default)s)")
+    slo.add_argument("--protected-prefill-share", type=float, default=0.9,
+                     help="SLOs tighter than the defaults shrink an instance's iterations only while prompts "
+                     "keep this share of the time the default SLOs leave them, so a tight client stretches "
+                     "no one else's TTFT past 1/share; 0 lets every accepted SLO shape the budget, 1 none "
+                     "(default: %(default)s)")
     p.add_argument("--log-level", default="info", help="uvicorn's log level (default: %(default)s)")
     p.add_argument("--log-probes", action="store_true",
                    help="log /health and /metrics requests in the access log too (by default they are left "
@@ -138,8 +165,12 @@ def build_server_config(args: argparse.Namespace):  # -> ascendra.server.app.Ser
     capacity = KVCapacity(num_blocks, args.block_size, max_model_len)
     perf, source = resolve_perf_model(args.profile, info, args.device)
     num_hp = args.hp_instances if args.system == "ascendra" else 0
+    if not 0.0 <= args.protected_prefill_share <= 1.0:
+        raise ValueError(f"--protected-prefill-share must be from 0 to 1, got {args.protected_prefill_share}")
     system = SystemConfig(system=args.system, num_instances=args.instances, num_hp=num_hp,
-                          token_budget=args.token_budget, max_num_seqs=args.max_num_seqs)
+                          token_budget=args.token_budget, max_num_seqs=args.max_num_seqs,
+                          protected_ttft=args.ttft_slo_ms / 1e3, protected_tbt=args.tbt_slo_ms / 1e3,
+                          protected_share=args.protected_prefill_share)
     spec = InstanceSpec(model=args.model, dtype=args.dtype, device=args.device, num_blocks=num_blocks,
                         block_size=args.block_size, threads=args.threads_per_instance)
     live = LiveConfig(system, spec, perf, capacity, ray_address=args.ray_address,
@@ -161,14 +192,29 @@ def build_server_config(args: argparse.Namespace):  # -> ascendra.server.app.Ser
     max_concurrent = args.max_concurrent_requests or args.max_num_seqs * args.instances
     if max_concurrent < 1 or args.max_request_bytes < 1:
         raise ValueError("--max-concurrent-requests and --max-request-bytes must be at least 1")
+    if not (args.header_timeout > 0 and args.body_timeout > 0):
+        raise ValueError("--header-timeout and --body-timeout must be positive")
+    from ascendra.server.slos import SLOClass
+
+    classes = tuple(SLOClass.parse(c) for c in args.slo_class)
+    config = ServerConfig(live, name, aliases, info.tokenizer, args.ttft_slo_ms, args.tbt_slo_ms,
+                          args.drain_timeout, vocab_size=info.config.vocab_size, defaults=defaults,
+                          api_key=api_key, api_key_all_routes=args.api_key_all_routes,
+                          max_concurrent_requests=max_concurrent, max_request_bytes=args.max_request_bytes,
+                          header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                          min_ttft_slo_ms=args.min_ttft_slo_ms, min_tbt_slo_ms=args.min_tbt_slo_ms,
+                          slo_classes=classes, below_floor=args.below_floor)
+    from ascendra.server.app import slo_policy
+
+    slos = slo_policy(config)  # a class below the floors fails here, before any model loads
     print(f"ascendra serve: {system.label()} of {name}, {num_blocks} KV blocks x {args.block_size} per "
           f"instance, perf model: {source}\n  sampling defaults: {defaults}\n  at most {max_concurrent} "
-          f"requests at once, bodies up to {args.max_request_bytes} bytes, "
-          f"{'an API key' if api_key else 'no API key'}", file=sys.stderr, flush=True)
-    return ServerConfig(live, name, aliases, info.tokenizer, args.ttft_slo_ms, args.tbt_slo_ms,
-                        args.drain_timeout, vocab_size=info.config.vocab_size, defaults=defaults,
-                        api_key=api_key, api_key_all_routes=args.api_key_all_routes,
-                        max_concurrent_requests=max_concurrent, max_request_bytes=args.max_request_bytes)
+          f"requests at once, bodies up to {args.max_request_bytes} bytes within {args.body_timeout:g} s, "
+          f"{'an API key' if api_key else 'no API key'}\n  SLOs from TBT {slos.tightest_tbt_ms:.1f} ms and "
+          f"TTFT {slos.tightest_ttft_ms(1):.1f} ms (a one-token prompt), below them "
+          f"{args.below_floor}{'; classes ' + ', '.join(c.name for c in classes) if classes else ''}",
+          file=sys.stderr, flush=True)
+    return config
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,6 +37,12 @@ class SystemConfig:
     offload_margin: float = RouterConfig.offload_margin
     hp_dispatch_weight: float = RouterConfig.hp_dispatch_weight
     watermark: float = WATERMARK
+    # Ascendra: the SLOs every request may count on (a server's defaults, seconds) and the share of
+    # the prompt throughput they give that tighter SLOs may not take away (core/budget.py); None:
+    # every SLO shapes its instance's budget as tight as it asks.
+    protected_ttft: float | None = None
+    protected_tbt: float | None = None
+    protected_share: float = SchedulerConfig.protected_share
 
     def __post_init__(self) -> None:
         if self.system not in SYSTEMS:
@@ -73,6 +79,8 @@ class SystemConfig:
         # longer iterations slow every decode (measured: relaxed-SLO capacity one step higher on both
         # GPU profiles with this cap than with 8192).
         cap = self.token_budget or 1024
+        protected = dict(protected_ttft=self.protected_ttft, protected_tbt=self.protected_tbt,
+                         protected_share=self.protected_share)
         if role == Role.HP:
             return SchedulerConfig(
                 max_num_batched_tokens=cap,
@@ -80,6 +88,7 @@ class SystemConfig:
                 tbt_target=self.hp_tbt_target,
                 ttft_target=self.hp_ttft_target,
                 max_idle_budget=cap,
+                **protected,
             )
         return SchedulerConfig(
             max_num_batched_tokens=cap,
@@ -87,6 +96,7 @@ class SystemConfig:
             tbt_target=self.lp_tbt_target,
             ttft_target=self.lp_ttft_target,
             max_idle_budget=cap,
+            **protected,
         )
 
     def router_config(self) -> RouterConfig:

@@ -21,6 +21,12 @@ class SchedulerConfig:
     # tokens, whatever the time limit says. An SLO too tight for any iteration to meet must not
     # stop the instance (the request that asked for it is served, and counted as a miss).
     min_prefill_chunk: int = 16
+    # Ascendra policies: SLOs tighter than these (seconds; a server's default SLOs) shrink an
+    # iteration only as far as its prompt throughput stays at least `protected_share` of what these
+    # would give the same decodes (core/budget.py). None: every SLO shapes the budget as it asks.
+    protected_ttft: float | None = None
+    protected_tbt: float | None = None
+    protected_share: float = 0.9
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""What a request meets before its body is parsed: the API key, the admission limit, the media type
-and the size limit. Each refusal is an OpenAI-style JSON error."""
+"""What a request meets at the door besides its body's size and deadline (body_reader.py): the API
+key, the media type and the admission limit. Each refusal is an OpenAI-style JSON error."""
 
 from __future__ import annotations
 
@@ -61,9 +61,10 @@ class ApiKeyMiddleware:
 
 
 class Admission:
-    """A bound on the requests the server holds at once (being parsed, waiting or running): past it
-    a request is refused with 429 and Retry-After at once, instead of waiting in an unbounded queue
-    whose every entry also lengthens the router's projections."""
+    """A bound on the requests the server holds at once (validated, waiting or running): past it a
+    request is refused with 429 and Retry-After at once, instead of waiting in an unbounded queue
+    whose every entry also lengthens the router's projections. A request takes its slot only once
+    its body is read and validated, so a client that is slow to send, or sends nonsense, holds none."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
@@ -71,11 +72,15 @@ class Admission:
         self.limit = limit
         self.active = 0
 
-    def enter(self) -> Slot:
+    def check(self) -> None:
+        """429 if no slot is free now (before a prompt is tokenized for nothing)."""
         if self.active >= self.limit:
             raise ApiError(429, f"the server is at its limit of {self.limit} requests in flight; retry "
                                 f"after {RETRY_AFTER_S} s", type_="rate_limit_error",
                            code="too_many_requests", headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    def enter(self) -> Slot:
+        self.check()
         self.active += 1
         return Slot(self)
 
@@ -97,26 +102,3 @@ def check_json_content_type(request: Request) -> None:
         shown = media[:60] or "none"
         raise ApiError(415, f"the body must be JSON sent with 'Content-Type: application/json' (got "
                             f"{shown})", code="unsupported_media_type")
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, or a 413 once it passes `limit` bytes. A too-large body is still read to its end
-    (and dropped; up to 4x the limit) so that the client, which is still sending, can read the 413
-    rather than see its connection reset mid-upload."""
-    too_big = ApiError(413, f"the request body is larger than this server's limit of {limit} bytes "
-                            f"(--max-request-bytes)", code="request_too_large")
-    declared = request.headers.get("content-length")
-    if declared is not None and not declared.isdigit():
-        raise ApiError(400, "the Content-Length header is not a number")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > 4 * limit:
-            break
-        if size <= limit:
-            chunks.append(chunk)
-    if size > limit or (declared is not None and int(declared) > limit):
-        raise too_big
-    return b"".join(chunks)
-

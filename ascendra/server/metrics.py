@@ -11,6 +11,7 @@ from ascendra.engine.instance import RequestOutput
 from ascendra.metrics.records import RequestRecord
 from ascendra.runtime.live.messages import Snapshot
 from ascendra.runtime.live.state import ClusterObserver, Tracked, WorkerState
+from ascendra.server.departures import STAGES, Departures
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -80,6 +81,21 @@ class ServerMetrics(ClusterObserver):
         # counts these: the server does, where it aborts them.
         self.cancelled = Counter("ascendra_requests_cancelled", "Requests aborted before they finished "
                                  "because their client went away", registry=r)
+        self.clients_left = Counter("ascendra_clients_left", "Clients that closed their connection before "
+                                    "their answer was done, by stage (headers, body, waiting, streaming)",
+                                    ["stage"], registry=r)
+        self.clients_timed_out = Counter("ascendra_clients_timed_out", "Clients dropped for sending their "
+                                         "request too slowly, by stage (headers: --header-timeout, body: "
+                                         "--body-timeout)", ["stage"], registry=r)
+        for stage in STAGES:  # every stage shows from the start, at 0
+            self.clients_left.labels(stage)
+        for stage in STAGES[:2]:
+            self.clients_timed_out.labels(stage)
+        self.departures = Departures(self.clients_left, self.clients_timed_out)
+        self.best_effort = Counter("ascendra_requests_best_effort", "Requests that asked for an SLO below "
+                                   "what the server can honour and were served as if they had asked for "
+                                   "the bound (--below-floor best-effort), by SLO (ttft, tbt)", ["slo"],
+                                   registry=r)
         self.overhead = Histogram("ascendra_server_overhead_seconds", "Server overhead: dispatch (HTTP "
                                   "arrival to worker receipt) and stream (token produced to SSE chunk sent)",
                                   ["stage"], registry=r, buckets=OVERHEAD_BUCKETS)

@@ -15,13 +15,14 @@ from ascendra.core.config import KVCapacity
 from ascendra.model.sampling import SamplingParams
 from ascendra.server.defaults import GenerationDefaults
 from ascendra.server.prompts import chat_prompt, completion_prompt
+from ascendra.server.slos import AskedSLO, SLOPolicy
 from ascendra.server.validation import ApiError, Fields, brief, error_body, parse_json
 
 __all__ = ["ApiError", "Limits", "ParsedRequest", "error_body", "parse_json", "parse_request"]
 
 _COMMON = {"model", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed", "stream",
            "stream_options", "logprobs", "ignore_eos", "ttft_slo_ms", "tbt_slo_ms",
-           "user"}  # user: an end-user id for abuse monitoring; it changes nothing in the answer
+           "slo_class", "user"}  # user: an end-user id for abuse monitoring; it changes nothing in the answer
 COMPLETION_FIELDS = frozenset(_COMMON | {"prompt", "echo"})
 CHAT_FIELDS = frozenset(_COMMON | {"messages", "max_completion_tokens", "top_logprobs"})
 # OpenAI (and vLLM) fields this server does not implement, accepted only at the value that asks for
@@ -34,10 +35,10 @@ NEUTRAL: dict[str, Any] = {
 }
 STREAM_OPTIONS = frozenset({"include_usage", "continuous_usage_stats"})
 SAMPLING_FIELDS = frozenset(f.name for f in fields(SamplingParams))
-# Per-request SLOs, in ms. The floor: no answer of this server, not even an error, comes back within
-# a millisecond (HTTP parsing plus one hop to a worker process), so a smaller SLO is one no request
-# can meet; it is refused rather than served as a miss. The ceiling: one day, past which an SLO is no
-# SLO, and deadlines stay ordinary floats (1e300 ms would not).
+# Per-request SLOs, in ms: the range a number must lie in before the server's floors are checked
+# (slos.py). The bottom: no answer of this server, not even an error, comes back within a
+# millisecond (HTTP parsing plus one hop to a worker process). The ceiling: one day, past which an SLO
+# is no SLO, and deadlines stay ordinary floats (1e300 ms would not).
 SLO_MS_RANGE = (1.0, 86_400_000.0)
 
 
@@ -47,8 +48,7 @@ class Limits:
 
     model_names: tuple[str, ...]
     capacity: KVCapacity  # what one instance holds
-    ttft_slo_ms: float
-    tbt_slo_ms: float
+    slos: SLOPolicy  # the defaults, floors, minimums and classes of SLOs
     vocab_size: int | None = None  # token-id prompts must lie below it
     defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
 
@@ -65,6 +65,7 @@ class ParsedRequest:
     ttft_slo: float = 1.0  # seconds
     tbt_slo: float = 1.0
     model: str = ""
+    best_effort: tuple[str, ...] = ()  # the SLOs ("ttft", "tbt") raised to the server's bound
 
 
 def parse_body(raw: bytes, chat: bool, limits: Limits, tokenizer: Any) -> ParsedRequest:
@@ -97,7 +98,7 @@ def parse_request(body: dict, chat: bool, limits: Limits, tokenizer: Any) -> Par
         raise ApiError(400, f"'stop' must be a string or a list of strings, got {brief(stop)}", "stop")
     for s in stop or []:
         Fields({"stop": s}).str("stop")  # encodable text
-    ttft, tbt = _slo_ms(f, "ttft_slo_ms", limits.ttft_slo_ms), _slo_ms(f, "tbt_slo_ms", limits.tbt_slo_ms)
+    asked = AskedSLO(_slo_ms(f, "ttft_slo_ms"), _slo_ms(f, "tbt_slo_ms"), f.str("slo_class", max_chars=64))
     # The fields above are cheap; the prompt may take seconds to tokenize, so it comes last.
     max_len = limits.capacity.max_model_len
     prompt_ids = (chat_prompt(body, tokenizer, max_len) if chat
@@ -105,6 +106,7 @@ def parse_request(body: dict, chat: bool, limits: Limits, tokenizer: Any) -> Par
     if not prompt_ids:
         raise ApiError(400, "the prompt is empty", "messages" if chat else "prompt")
     max_tokens = _max_tokens(f, chat, len(prompt_ids), limits)
+    slo = limits.slos.grant(asked, len(prompt_ids))  # the TTFT floor depends on the prompt's length
     d = limits.defaults
     try:
         params = SamplingParams(
@@ -115,7 +117,7 @@ def parse_request(body: dict, chat: bool, limits: Limits, tokenizer: Any) -> Par
         name = str(e).split(" ", 1)[0]
         raise ApiError(400, str(e), name if name in SAMPLING_FIELDS else None) from None
     return ParsedRequest(chat, prompt_ids, params, stream, include_usage, continuous, logprobs,
-                         ttft / 1000.0, tbt / 1000.0, model or limits.model_names[0])
+                         slo.ttft, slo.tbt, model or limits.model_names[0], slo.best_effort)
 
 
 def _max_tokens(f: Fields, chat: bool, prompt_len: int, limits: Limits) -> int:
@@ -136,8 +138,10 @@ def _max_tokens(f: Fields, chat: bool, prompt_len: int, limits: Limits) -> int:
     return max_tokens
 
 
-def _slo_ms(f: Fields, name: str, default: float) -> float:
-    v = f.number(name, default)
+def _slo_ms(f: Fields, name: str) -> float | None:
+    v = f.number(name)
+    if v is None:
+        return None
     lo, hi = SLO_MS_RANGE
     try:
         ok = lo <= float(v) <= hi  # NaN fails both; an int of 400 digits overflows float()

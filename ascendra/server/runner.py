@@ -12,6 +12,7 @@ handed a socket, as here).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import sys
@@ -22,6 +23,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from ascendra.server.access_log import keep_probes_out
+from ascendra.server.http_protocol import DeadlineH11Protocol
 
 log = logging.getLogger("ascendra.server")
 
@@ -93,7 +95,13 @@ def serve_app(
     handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
     logging.getLogger("ascendra").addHandler(handler)
     logging.getLogger("ascendra").setLevel(log_level.upper())
-    config = uvicorn.Config(app, host=host, port=port, loop="asyncio", log_level=log_level,
+    state = app.state.server
+    # h11 with the head's and the unread body's deadlines (http_protocol.py). No `limit_concurrency`:
+    # it counts open connections, the very thing a slow client multiplies, and answers 503 to
+    # everyone past it; the admission limit counts requests whose body is in (door.Admission).
+    protocol = functools.partial(DeadlineH11Protocol, header_timeout=state.config.header_timeout,
+                                 body_timeout=state.config.body_timeout, departures=state.metrics.departures)
+    config = uvicorn.Config(app, host=host, port=port, loop="asyncio", log_level=log_level, http=protocol,
                             timeout_graceful_shutdown=5, timeout_keep_alive=5)
     if not log_probes:  # uvicorn.Config has configured its loggers by now
         keep_probes_out()

@@ -6,19 +6,17 @@ token. Long prompts can starve; the router watches for that and offloads them to
 instance before they start (see cluster/router.py).
 
 Batches are stall-free hybrids (decodes first), and the token budget is not fixed: each iteration
-takes as many prompt tokens as the performance model says fit in its time limit, the tighter of
-  - `tbt_target` x the tightest TBT SLO among the running decodes: the gap they see, and
-  - `ttft_target` x the tightest TTFT SLO among the requests here still waiting for their first
-    token: a request arriving just as an iteration starts waits for it and then needs one of its
-    own, so two iterations must fit in its TTFT (measured: without this, short prompts missed a
-    tight TTFT floor at low load).
-Only requests present count: once a request has its first token or is gone, its SLO no longer
-shapes anyone's iterations. A TTFT SLO so tight that not even a one-token iteration fits its share
-of it shapes nothing at all: no budget can meet it, so its request is served and counted as a miss
-rather than throttling every other request. And an iteration with nothing else in it always takes
-at least `min_prefill_chunk` prompt tokens, so no SLO, however tight, can stop the instance.
-A fixed Sarathi budget must be small enough for the worst batch; this one grows when few decodes
-run and shrinks when many do.
+takes as many prompt tokens as the performance model says fit in its time limit (core/budget.py):
+the tighter of `tbt_target` x the tightest TBT SLO among the running decodes and `ttft_target` x
+the tightest TTFT SLO still waiting for a first token (a request that arrives as an iteration
+starts waits for it and then needs one of its own), where SLOs tighter than the protected ones
+shape it only while prompts keep the protected share of its time. Only requests present count:
+once a request has its first token or is gone, its SLO no longer shapes anyone's iterations. A TTFT
+SLO so tight that not even a one-token iteration fits its share of it shapes nothing at all: no
+budget can meet it, so its request is served and counted as a miss rather than throttling every
+other request. And an iteration with nothing else in it always takes at least `min_prefill_chunk`
+prompt tokens, so no SLO, however tight, can stop the instance. A fixed Sarathi budget must be
+small enough for the worst batch; this one grows when few decodes run and shrinks when many do.
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ from collections.abc import Callable
 from operator import attrgetter
 
 from ascendra.core.batch import BatchShape, ScheduledBatch
+from ascendra.core.budget import budget_limit, time_limit
 from ascendra.core.config import SchedulerConfig
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.projection import PrefillRate, Projection, misses_deadline
@@ -35,16 +34,6 @@ from ascendra.core.request import Request
 from ascendra.core.scheduler import Scheduler, decode_shape
 
 _tbt = attrgetter("slo.tbt")
-
-
-def time_limit(config: SchedulerConfig, min_tbt: float | None, min_ttft_slo: float | None) -> float | None:
-    """The longest an iteration may take (real seconds), given the tightest TBT SLO among its
-    decodes and the tightest TTFT SLO still waiting for a first token; None: no limit."""
-    limit = None if min_tbt is None else config.tbt_target * min_tbt
-    if min_ttft_slo is not None and config.ttft_target > 0:
-        ttft_limit = config.ttft_target * min_ttft_slo
-        limit = ttft_limit if limit is None else min(limit, ttft_limit)
-    return limit
 
 
 class AscendraLPScheduler(Scheduler):
@@ -62,10 +51,11 @@ class AscendraLPScheduler(Scheduler):
     def prefill_rate(p: Projection, num_decodes: int, decode_context: int, min_tbt: float | None
                      ) -> PrefillRate:
         cfg = p.config
-        limit = time_limit(cfg, min_tbt if num_decodes else None, p.min_ttft_slo)
+        base = decode_shape(num_decodes, decode_context)
+        limit = budget_limit(cfg, p.perf_model, p.slowdown, base, min_tbt if num_decodes else None,
+                             p.min_ttft_slo)
         if limit is None:
             return PrefillRate.of(p, cfg.max_idle_budget, num_decodes, decode_context)
-        base = decode_shape(num_decodes, decode_context)
         cap = cfg.max_num_batched_tokens - num_decodes
         # What the time budget alone fits (up to a few times the token cap: past that it never binds).
         fits = p.perf_model.max_prefill_tokens(base, limit / p.slowdown, 0, 4 * cap)
@@ -95,8 +85,9 @@ class AscendraLPScheduler(Scheduler):
         cfg = self.config
         decodes = batch.shape.num_decodes
         min_tbt = min(map(_tbt, batch.requests)) if decodes else None
-        limit = time_limit(cfg, min_tbt, self.min_ttft_slo)
         perf = self.perf_model
+        limit = (time_limit(cfg, min_tbt, self.min_ttft_slo) if perf is None else
+                 budget_limit(cfg, perf, self.slowdown, batch.shape, min_tbt, self.min_ttft_slo))
         if limit is None or perf is None:
             cap = cfg.max_idle_budget if limit is None else cfg.max_num_batched_tokens
             return lambda req: min(req.num_remaining_prefill, cap - batch.shape.num_tokens)
