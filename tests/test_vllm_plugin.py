@@ -95,7 +95,8 @@ def test_mirror_slos_from_xargs_and_defaults_for_anything_else(vllm_types):
     m = Mirrors(SLO(5.0, 1.0))
     ok = m.add(_request(vllm_types, "x", 12, arrival=3.0, ascendra_id="cmpl-1", ttft_slo=2.0, tbt_slo=0.2))
     assert (ok.request_id, ok.slo.ttft, ok.slo.tbt, ok.arrival_time) == ("cmpl-1", 2.0, 0.2, 3.0)
+    assert m.by_router_id("cmpl-1").request_id == "x"  # how the router's steals find it
     for bad in ({"ttft_slo": -1}, {"ttft_slo": "fast"}, {"ttft_slo": 1e300}, {"ttft_slo": float("nan")}):
         r = m.add(_request(vllm_types, f"b{len(m)}", 5, arrival=7.0, **bad))
         assert (r.slo.ttft, r.slo.tbt, r.arrival_time) == (5.0, 1.0, 7.0)
-    assert m.drop("x") is ok and m.get("x") is None
+    assert m.drop("x") is ok and m.get("x") is None and m.by_router_id("cmpl-1") is None

@@ -29,6 +29,7 @@ class Mirrors:
         self.default_slo = default_slo
         self._mirror: dict[str, Request] = {}  # vLLM request id -> mirror
         self._engine: dict[int, VLLMRequest] = {}  # id(mirror) -> vLLM request
+        self._by_router_id: dict[str, VLLMRequest] = {}  # the router's id -> vLLM request
 
     def __len__(self) -> int:
         return len(self._mirror)
@@ -51,6 +52,7 @@ class Mirrors:
         )
         self._mirror[req.request_id] = mirror
         self._engine[id(mirror)] = req
+        self._by_router_id[mirror.request_id] = req
         return mirror
 
     def sync(self, req: VLLMRequest) -> Request:
@@ -66,7 +68,8 @@ class Mirrors:
         mirror = self._mirror.pop(request_id, None)
         if mirror is not None:
             self._engine.pop(id(mirror), None)
+            self._by_router_id.pop(mirror.request_id, None)
         return mirror
 
-    def by_router_id(self) -> dict[str, VLLMRequest]:
-        return {m.request_id: self._engine[id(m)] for m in self._mirror.values()}
+    def by_router_id(self, router_id: str) -> VLLMRequest | None:
+        return self._by_router_id.get(router_id)

@@ -130,17 +130,14 @@ class AscendraScheduler(AsyncScheduler):
         """Hand a request over to another engine if no token of it has been computed. It ends here
         as aborted; the router closes its stream to this engine, and vLLM's front end then
         aborts a request its engine no longer has (a no-op)."""
-        for rid, req in self.mirrors.by_router_id().items():
-            if rid != router_id:
-                continue
-            mirror = self.mirrors.get(req.request_id)
-            if (req.status != VLLMStatus.WAITING or req.num_computed_tokens or req.num_output_tokens
-                    or mirror is None or mirror.started):
-                return False
-            self.finish_requests(req.request_id, VLLMStatus.FINISHED_ABORTED)
-            self.num_stolen += 1
-            return True
-        return False
+        req = self.mirrors.by_router_id(router_id)
+        mirror = self.mirrors.get(req.request_id) if req is not None else None
+        if (mirror is None or req.status != VLLMStatus.WAITING or req.num_computed_tokens
+                or req.num_output_tokens or mirror.started):
+            return False
+        self.finish_requests(req.request_id, VLLMStatus.FINISHED_ABORTED)
+        self.num_stolen += 1
+        return True
 
     # ---- each step ---------------------------------------------------------------------------
 
