@@ -99,7 +99,7 @@ class LiveCluster:
         else:
             endpoint = self.transport.bind(tcp_host)
         if cfg.vllm is not None:
-            self.vllm = VLLMRequests(cfg.vllm, self._on_engine_output, self._on_engine_error)
+            self.vllm = VLLMRequests(cfg.vllm, self._deliver_from, self._on_engine_error)
         log.info("instance workers connect on %s", endpoint)
         self._tasks.append(asyncio.create_task(self._recv_loop()))
         try:
@@ -176,7 +176,8 @@ class LiveCluster:
         else:
             self._send(i, tr.add)
 
-    def _on_engine_output(self, i: int, out: RequestOutput) -> None:
+    def _deliver_from(self, i: int, out: RequestOutput) -> None:
+        """An output from instance i, for a request that is still i's (not moved, not ended)."""
         tr = self.tracked.get(out.request_id)
         if tr is not None and tr.instance == i:
             self._deliver(tr, out)
@@ -256,9 +257,7 @@ class LiveCluster:
             log.error("instance %d: %s", i, rep.step_error)
         self._note_receipts(rep)
         for out in rep.outputs:
-            tr = self.tracked.get(out.request_id)
-            if tr is not None and tr.instance == i:
-                self._deliver(tr, out)
+            self._deliver_from(i, out)
         self._settle_steals(rep, now)
         self.views[i].update(rep.snapshot, rep.acked_seq, [rid for rid, _ in rep.received])
         self.observer.on_report(w, rep.snapshot)
