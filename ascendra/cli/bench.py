@@ -1,7 +1,7 @@
 """`ascendra bench`: open-loop load generator for any OpenAI-compatible streaming endpoint.
 
     ascendra bench --base-url http://127.0.0.1:8000/v1 --model smollm2 --workload cpu-small \\
-        --rate 2 --num-requests 100 --ttft-slo-ms 3000 --tbt-slo-ms 500 --json vllm.json
+        --rate 2 --num-requests 100 --json vllm.json
     ascendra bench --compare vllm.json ascendra.json --plot compare.png
 """
 

@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
         del configs[n]
     title = setting_from(args).title if args.setting else None
     if args.quick:
-        _say("--quick: the full run's experiment on seed 0 alone, at 99% alone, without the saturation "
-             "search; drop --quick for all three seeds, both targets and the saturation rates.")
+        _say("--quick: the full run's experiment on fewer seeds and targets (below), without the "
+             "saturation search; drop --quick for all three seeds, both targets and the saturation rates.")
     _say(f"{f'{args.setting}: {title}. ' if title else ''}{sc.perf.name}, {args.instances} instances; "
          f"{sc.describe()}")
     n_configs = sum(map(len, configs.values()))

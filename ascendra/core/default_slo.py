@@ -5,13 +5,14 @@
 `--slo serve` rule gives them to every request, and the README quotes them. Commands read
 `DEFAULT_SLO` from this module when they build their options, so changing it here changes them all.
 
-The values are the ones the live CPU comparisons of docs/benchmarks.md §7 ran at
-(benchmarks/vs_vllm.py): with the default model on a CPU an isolated decode iteration takes about
-50 ms alone and 150-250 ms on a loaded 2-core machine, so a 500 ms TBT still holds with a few
-prompt chunks in the batch, and a 3 s TTFT covers a prompt queued behind a few others. The
-capacity experiments (`simulate`, `capacity`) run on GPU profiles, where these would be 8-25x
-looser than the strict rule (TBT 60 ms, TTFT from 120 ms on the A100 profile); their rules scale
-with the profile instead (runtime/slo_rules.py).
+The values are serve's own, which its live tests were written against. With the default model on
+a CPU an isolated decode iteration takes about 50 ms alone and 150-250 ms on a loaded 2-core
+machine (docs/benchmarks.md §7). Measured on the 2-core VM at load average 2-3, 50 concurrent
+300-token requests: with these SLOs the first 15 finished 61 s in; with 3000 / 500 ms, none had
+within 61 s in one run and 15 at 86 s in another, and the hostile-input tests' windows were
+missed. The capacity experiments (`simulate`, `capacity`) run on GPU profiles, where these would be
+15-40x looser than the strict rule (TBT 60 ms, TTFT from 120 ms on the A100 profile); their rules
+scale with the profile instead (runtime/slo_rules.py).
 """
 
 from __future__ import annotations
@@ -34,4 +35,4 @@ class DefaultSLO:
         return f"TTFT {self.ttft_ms:g} ms, TBT {self.tbt_ms:g} ms"
 
 
-DEFAULT_SLO = DefaultSLO(ttft_ms=3000.0, tbt_ms=500.0)
+DEFAULT_SLO = DefaultSLO(ttft_ms=5000.0, tbt_ms=1000.0)
