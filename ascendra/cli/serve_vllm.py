@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ascendra.core.perf_model import PerfModel
 from ascendra.runtime.live.vllm_launcher import VLLMEngines
+from ascendra.vllm_engine.plugin_config import SECRET, secret_from_hex
 
 ENGINES = ("ascendra", "vllm")
 # Started engines' context: SmolLM2's 8,192 would size vLLM's CPU warm-up and buffers for nothing.
@@ -83,13 +84,9 @@ def roles_of(urls: list[str]) -> tuple[int, int]:
 
 
 def router_secret() -> bytes | None:
-    key = os.environ.get("ASCENDRA_SECRET")
-    if not key:
-        return None
-    secret = bytes.fromhex(key)
-    if len(secret) < 16:
-        raise ValueError("ASCENDRA_SECRET must hold at least 16 bytes in hex")
-    return secret
+    """The operator's key for engines started elsewhere (ASCENDRA_SECRET), if any."""
+    key = os.environ.get(SECRET)
+    return secret_from_hex(key) if key else None
 
 
 def _hf_folder(model: str) -> str:

@@ -27,6 +27,17 @@ STEP_LOG = "ASCENDRA_STEP_LOG"  # a JSON-lines file of every step's shape and du
 XARG_ID, XARG_ARRIVAL, XARG_TTFT, XARG_TBT = "ascendra_id", "ascendra_arrival", "ttft_slo", "tbt_slo"
 
 
+def secret_from_hex(text: str) -> bytes:
+    """The frames' signing key as the operator gives it (ASCENDRA_SECRET): hex, at least 16 bytes."""
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        secret = b""
+    if len(secret) < 16:
+        raise ValueError(f"{SECRET} must hold at least 16 bytes in hex")
+    return secret
+
+
 @dataclass
 class PluginConfig:
     router: str | None = None
@@ -45,9 +56,7 @@ class PluginConfig:
         cfg = cls(router=env.get(ROUTER) or None, profile=env.get(PROFILE) or None,
                   step_log=env.get(STEP_LOG) or None, index=int(env.get(INDEX, "0")))
         if cfg.router:
-            cfg.secret = bytes.fromhex(env.get(SECRET, ""))
-            if len(cfg.secret) < 16:
-                raise ValueError(f"{SECRET} must hold at least 16 bytes in hex when {ROUTER} is set")
+            cfg.secret = secret_from_hex(env.get(SECRET, ""))
         if env.get(SCHEDULER):
             cfg.scheduler = SchedulerConfig(**json.loads(env[SCHEDULER]))
             cfg.scheduler_given = True

@@ -55,7 +55,9 @@ class VLLMEngines:
     def plugin_config(self, index: int, scheduler: SchedulerConfig, endpoint: str, secret: bytes
                       ) -> PluginConfig:
         step_log = str(self.step_log_dir / f"steps-{index}.jsonl") if self.step_log_dir else None
-        return PluginConfig(endpoint, secret, index, scheduler, True, self.profile, *self.default_slo,
+        ttft, tbt = self.default_slo
+        return PluginConfig(router=endpoint, secret=secret, index=index, scheduler=scheduler,
+                            scheduler_given=True, profile=self.profile, default_ttft=ttft, default_tbt=tbt,
                             step_log=step_log)
 
     def command(self, index: int, policy: str) -> list[str]:

@@ -1,0 +1,30 @@
+"""What a vLLM engine's scheduler plugin is told through its environment survives the trip, and a
+bad signing key is refused (no vLLM needed: the settings are plain data)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ascendra.core.config import SchedulerConfig
+from ascendra.vllm_engine.plugin_config import PluginConfig, secret_from_hex
+
+
+def test_settings_round_trip_through_the_environment():
+    cfg = PluginConfig(router="ipc:///tmp/x", secret=b"k" * 16, index=1,
+                       scheduler=SchedulerConfig(max_num_batched_tokens=99, tbt_target=0.8),
+                       scheduler_given=True, profile="cpu-smollm2", default_ttft=2.0, default_tbt=0.3,
+                       step_log="/tmp/steps.jsonl")
+    assert PluginConfig.from_env(cfg.to_env()) == cfg
+
+
+def test_an_engine_alone_reports_to_nobody_and_takes_vllms_limits():
+    cfg = PluginConfig.from_env({})
+    assert cfg.router is None and not cfg.scheduler_given
+
+
+@pytest.mark.parametrize("key", ["", "zz" * 16, "ab" * 15])
+def test_a_short_or_malformed_key_is_refused(key):
+    with pytest.raises(ValueError, match="ASCENDRA_SECRET"):
+        secret_from_hex(key)
+    with pytest.raises(ValueError, match="ASCENDRA_SECRET"):
+        PluginConfig.from_env({"ASCENDRA_ROUTER": "tcp://127.0.0.1:5557", "ASCENDRA_SECRET": key})
