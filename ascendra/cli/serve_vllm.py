@@ -12,6 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ascendra.core.config import KVCapacity
 from ascendra.core.perf_model import PerfModel
 from ascendra.runtime.live.vllm_launcher import VLLMEngines
 from ascendra.vllm_engine.plugin_config import SECRET, secret_from_hex
@@ -55,8 +56,6 @@ def vllm_engines(args: argparse.Namespace, served_name: str, perf: PerfModel, ma
     log_dir.mkdir(parents=True, exist_ok=True)
     # The engines plan with exactly the model the router projects with.
     profile_path = log_dir / "perf_model.json"
-    from ascendra.core.config import KVCapacity
-
     Profile(perf, KVCapacity()).save(profile_path)
     urls = []
     for item in args.vllm_url:

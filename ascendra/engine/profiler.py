@@ -13,7 +13,6 @@ once, each in its own shuffled order as independent instances would be, and fits
 
 from __future__ import annotations
 
-import math
 import multiprocessing as mp
 import random
 import statistics
@@ -26,7 +25,7 @@ from ascendra.core.batch import BatchShape, ScheduledBatch
 from ascendra.core.block_manager import BlockManager
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.request import SLO, Request
-from ascendra.profiles.fit import CPU_KNEES, fit_perf_model
+from ascendra.profiles.fit import fit_device_profile
 
 
 @dataclass
@@ -151,16 +150,8 @@ def time_batches(
 
 
 def fit_profile(points: list[ProfilePoint], device: str = "cpu", **meta) -> PerfModel:
-    """A CPU's BLAS changes kernels with the row count, so its token cost bends at several knees;
-    a GPU's bends once, where the layers turn compute-bound. The fitted model's scatter around the
-    measured points (model error and timing noise together) becomes its `spread`, which the
-    simulator draws iteration noise from."""
-    knees = CPU_KNEES if device == "cpu" else None
-    pm = fit_perf_model(
-        [p.shape for p in points], [p.seconds for p in points], heldout=0.2, seed=0, knees=knees, **meta
-    )
-    pm.spread = statistics.pstdev(math.log(p.seconds / pm.predict(p.shape)) for p in points)
-    return pm
+    """The profile of timed batches (see `fit_device_profile`)."""
+    return fit_device_profile([p.shape for p in points], [p.seconds for p in points], device, **meta)
 
 
 @dataclass

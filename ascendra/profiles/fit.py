@@ -4,6 +4,7 @@ segment slopes (so the token cost never falls as the batch grows), and its MAPE 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 
 import numpy as np
@@ -58,6 +59,19 @@ def fit_perf_model(
     slopes = sol[1 : 2 + len(ks)]
     coef = [sol[0], slopes[0], *np.diff(slopes), *sol[-3:]]  # slopes -> increments at the knees
     return PerfModel(coef=[float(c) for c in coef], knees=ks, fit_mape=err, heldout_mape=hold, **meta)
+
+
+def fit_device_profile(shapes: Sequence[BatchShape], seconds: Sequence[float], device: str = "cpu",
+                       **meta) -> PerfModel:
+    """A CPU's BLAS changes kernels with the row count, so its token cost bends at several knees;
+    a GPU's bends once, where the layers turn compute-bound. The fitted model's scatter around the
+    measured points (model error and timing noise together) becomes its `spread`, which the
+    simulator draws iteration noise from. For timed batches (`ascendra profile`) and for a vLLM
+    engine's recorded steps alike."""
+    knees = CPU_KNEES if device == "cpu" else None
+    pm = fit_perf_model(shapes, seconds, heldout=0.2, seed=0, knees=knees, **meta)
+    pm.spread = statistics.pstdev(math.log(t / pm.predict(s)) for s, t in zip(shapes, seconds, strict=True))
+    return pm
 
 
 def _segment_features(shape: BatchShape, knees: Sequence[int]) -> list[float]:

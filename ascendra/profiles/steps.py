@@ -9,14 +9,13 @@ own from the traffic it served, with no profiling run.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Iterable
 from pathlib import Path
 
 from ascendra.core.batch import BatchShape
 from ascendra.core.perf_model import PerfModel
-from ascendra.profiles.fit import CPU_KNEES, fit_perf_model
+from ascendra.profiles.fit import fit_device_profile
 
 # A step longer than this many times the median of steps of its size is a stall (the machine's other
 # jobs, a compile), not the batch's cost.
@@ -47,7 +46,6 @@ def fit_steps(shapes: list[BatchShape], seconds: list[float], device: str = "cpu
     keep = [i for i, (s, t) in enumerate(zip(shapes, seconds, strict=True))
             if t <= OUTLIER_FACTOR * median[s.num_tokens.bit_length()]]
     shapes, seconds = [shapes[i] for i in keep], [seconds[i] for i in keep]
-    pm = fit_perf_model(shapes, seconds, knees=CPU_KNEES if device == "cpu" else None, **meta)
-    pm.spread = statistics.pstdev(math.log(t / pm.predict(s)) for s, t in zip(shapes, seconds, strict=True))
+    pm = fit_device_profile(shapes, seconds, device, **meta)
     pm.notes = dict(pm.notes, steps=len(shapes), stalls_left_out=sum(map(len, by_size.values())) - len(keep))
     return pm
