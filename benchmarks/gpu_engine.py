@@ -17,7 +17,8 @@ Parts, each surviving the failure of any other (its error and traceback go into 
     python benchmarks/gpu_engine.py --device cpu --model dummy:tiny  # small shapes: proves it runs
 
 Imports only torch, transformers and the engine (the GPU machine has no network, no fastapi, uvicorn,
-pyzmq, ray or gguf). Not yet run on a GPU: written without one.
+pyzmq, ray or gguf). Results: docs/benchmarks.md §6; `benchmarks/gpu_session.sh` runs it with the
+profile in one device call.
 """
 
 from __future__ import annotations
@@ -168,15 +169,15 @@ def iterations(run: Run) -> dict:
     a = run.args
     out: dict = {"peak_tflops": a.peak_tflops, "bandwidth_tbs": a.bandwidth_tbs, "backends": {}}
     for backend in run.backends():
-        try:
+        try:  # one backend's failure keeps the others' rows
             ex = run.executor(backend)
+            out["backends"][backend] = _table(run, ex)
+            if ex.graphs is not None:
+                out[f"graph_pool_bytes {backend}"] = ex.graphs.memory_bytes
+            del ex  # its KV pool, before the next backend's
         except Exception as e:
-            out["backends"][backend] = {"error": f"{type(e).__name__}: {e}"}
-            continue
-        out["backends"][backend] = _table(run, ex)
-        if ex.graphs is not None:
-            out[f"graph_pool_bytes {backend}"] = ex.graphs.memory_bytes
-        del ex  # its KV pool, before the next backend's
+            tb = traceback.format_exc()[-2000:]
+            out["backends"][backend] = {"error": f"{type(e).__name__}: {e}", "traceback": tb}
     return out
 
 

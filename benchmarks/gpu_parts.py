@@ -2,7 +2,7 @@
 offline throughput through the instance loop, and Hugging Face `generate` on the same batch.
 
 Each takes the benchmark's `Run` (device, dtype, shapes, the loaded model) and returns a dict for
-the JSON. Not yet run on a GPU.
+the JSON. Run on an H200 (docs/benchmarks.md §6).
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ def logits(run) -> dict:
     tables = {s: list(range(8 * s + 3, 8 * s + 11)) for s in range(4)}  # scattered: offset by 3
 
     def logits_of(backend: str, device: torch.device) -> list[torch.Tensor]:
-        m = load_dummy(named_config(name, num_layers=2), torch.float32, device).model
+        # The same weights everywhere: drawn on the CPU (each device's generator draws others), then cast.
+        m = load_dummy(named_config(name, num_layers=2), torch.float32, "cpu").model
+        m.cast(torch.float32, device)
         m.use_attention(make_attention(backend, m.config, device, torch.float32))
         kv = KVCache.allocate(m.config, 40, 16, torch.float32, device, m.attention_backend().kv_layout)
         outs = []

@@ -118,3 +118,14 @@ def run(args: argparse.Namespace) -> int:
     Profile(perf, KVCapacity(args.num_blocks, args.block_size, cfg.max_position_embeddings)).save(args.out)
     print(f"profile written to {args.out}")
     return 0
+
+
+if __name__ == "__main__":
+    # `python -m ascendra.cli.profile ...`: this subcommand alone, where the serving dependencies
+    # (fastapi, pyzmq, ray) are not installed, as on the GPU machine.
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m ascendra.cli.profile")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    sys.exit(run(parser.parse_args(["profile", *sys.argv[1:]])))

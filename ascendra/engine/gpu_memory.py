@@ -3,7 +3,7 @@
 The KV pool takes what is left, so what else lives on the device must be measured first, as vLLM's
 profile run does: a forward of the largest prompt chunk (its activation peak) and one of the largest
 graph bucket (what its captured graph keeps in its private pool, which eager iterations cannot
-reuse), both on a throw-away pool of a few blocks. Not yet run on a GPU.
+reuse), both on a throw-away pool of a few blocks. Run on an H200 (docs/benchmarks.md §6).
 """
 
 from __future__ import annotations

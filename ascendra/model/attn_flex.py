@@ -19,7 +19,8 @@ Two layouts:
 On CUDA the kernel is `torch.compile(flex_attention)` (Triton). On CPU eager FlexAttention evaluates
 the mask over the whole pool densely, which is what the CPU tests use to hold both layouts to the
 SDPA reference; compiled on CPU it also runs, but measured slower than the `cpu` backend (4.0 ms
-against 0.3 ms for 16 decodes x 208 tokens, docs/benchmarks.md section 6). Not yet run on a GPU.
+against 0.3 ms for 16 decodes x 208 tokens, docs/benchmarks.md section 6). On an H200 (same section) decodes ran 2.1-2.6x the roofline in
+graphs, but a 4096-token prefill 4.4x: the 16 x 16 tiles leave the tensor cores idle.
 """
 
 from __future__ import annotations
@@ -60,6 +61,18 @@ class FlexPlan:
     logical: torch.Tensor | None = None  # [num_blocks]: its index within that sequence
 
 
+def _flat_attention(*args, **kwargs):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return flex_attention(*args, **kwargs)
+
+
+def _rows_attention(*args, **kwargs):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return flex_attention(*args, **kwargs)
+
+
 class FlexPagedAttention:
     name = "flex"
     kv_layout = "NHD"
@@ -73,8 +86,15 @@ class FlexPagedAttention:
         # Flattened: the token count changes every iteration, one dynamic kernel serves them all
         # (torch 2.13's CPU lowering fails to compile the dynamic form: static there).
         # Graph decodes: one static kernel per bucket (few), so the decoding kernel can be chosen.
-        self._flat = torch.compile(flex_attention, dynamic=cuda) if compile else flex_attention
-        self._rows = torch.compile(flex_attention, dynamic=False) if compile else flex_attention
+        # Each layout compiles its own wrapper: Dynamo keeps one cache per code object, and the two
+        # sharing `flex_attention`'s hit its recompile limit (8) on the H200, after which it ran the
+        # unfused kernel that materialises every score (64 GiB at a 4k prefill).
+        if compile:
+            # One static decode kernel per graph bucket (12 by default) is past Dynamo's default
+            # limit of 8 compiles per function, beyond which it too falls back to the unfused kernel.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        self._flat = torch.compile(_flat_attention, dynamic=cuda) if compile else flex_attention
+        self._rows = torch.compile(_rows_attention, dynamic=False) if compile else flex_attention
         self._flat_options = FLAT_KERNEL_OPTIONS if cuda else None
         # The CPU lowering asserts that the block lists are as wide as the whole pool.
         self._pad_lists = compile and not cuda
