@@ -19,8 +19,9 @@ Two layouts:
 On CUDA the kernel is `torch.compile(flex_attention)` (Triton). On CPU eager FlexAttention evaluates
 the mask over the whole pool densely, which is what the CPU tests use to hold both layouts to the
 SDPA reference; compiled on CPU it also runs, but measured slower than the `cpu` backend (4.0 ms
-against 0.3 ms for 16 decodes x 208 tokens, docs/benchmarks.md section 6). On an H200 (same section) decodes ran 2.1-2.6x the roofline in
-graphs, but a 4096-token prefill 4.4x: the 16 x 16 tiles leave the tensor cores idle.
+against 0.3 ms for 16 decodes x 208 tokens, docs/benchmarks.md section 6).
+On an H200 (same section) decodes ran 2.1-2.6x the roofline in graphs, but a 4096-token prefill
+4.4x: the 16 x 16 tiles leave the tensor cores idle.
 """
 
 from __future__ import annotations

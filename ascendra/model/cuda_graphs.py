@@ -15,7 +15,8 @@ A graph replays the whole forward with one launch. It replays fixed shapes at fi
 
 Mixed iterations (any prompt chunk) and decodes beyond the largest bucket run eagerly. The backend
 must offer `graph_plan(batch, max_blocks_per_seq, num_pool_blocks, block_size, device)` and
-`update_graph_plan(plan, host_meta)`; FlexAttention and FlashInfer do. Measured with FlexAttention on an H200 (docs/benchmarks.md §6).
+`update_graph_plan(plan, host_meta)`; FlexAttention and FlashInfer do.
+Measured with FlexAttention on an H200 (docs/benchmarks.md §6).
 """
 
 from __future__ import annotations
