@@ -230,6 +230,33 @@ def plugin_cost(a: argparse.Namespace, out: Path, model: Path, tok, seed: int) -
     return res
 
 
+def greedy(a: argparse.Namespace, servers: list[Server], out: Path, model: Path, tok, seed: int) -> dict:
+    """Greedy identity: one dataset of --greedy prompts sent at once (4 in flight) to A and to C, and the
+    texts compared request by request. vLLM bench lists its results in its dataset order, the file
+    shuffled by --seed, the same for both; their input lengths must agree to show it."""
+    data = out / "data_greedy.jsonl"
+    write_dataset(data, a.greedy, seed, a.length_scale, a.max_model_len, tok)
+    runs = {}
+    for s in servers:
+        if s.name in ("A", "C"):
+            bench(s, a, data, None, a.greedy, seed, out, f"{s.name}_greedy", model, 4)
+            runs[s.name] = json.loads((out / f"{s.name}_greedy.json").read_text())
+    if runs["A"]["input_lens"] != runs["C"]["input_lens"]:
+        raise RuntimeError("greedy: A and C list their requests in different orders")
+    pairs = list(zip(runs["A"]["generated_texts"], runs["C"]["generated_texts"], strict=True))
+    errors = [i for i in range(len(pairs)) if runs["A"]["errors"][i] or runs["C"]["errors"][i]]
+    mismatches = []
+    for i, (x, y) in enumerate(pairs):
+        if i not in errors and x != y:
+            pos = len(os.path.commonprefix([x, y]))
+            mismatches.append({"index": i, "char": pos, "token": len(tok.encode(x[:pos], False)),
+                               "len_A": len(x), "len_C": len(y), "A": x[pos:pos + 20], "C": y[pos:pos + 20]})
+    res = {"compared": len(pairs) - len(errors), "identical": len(pairs) - len(errors) - len(mismatches),
+           "errors": errors, "mismatches": mismatches[:5]}
+    print(f"greedy: {json.dumps(res)}", flush=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--systems", default="A,B,C")
@@ -246,6 +273,9 @@ def main() -> None:
     ap.add_argument("--plugin-cost", type=int, default=0,
                     help="after the runs, send this many requests at once to A's LP engine and report the "
                     "plugin's own cost per step with 256 or more waiting (default: skip)")
+    ap.add_argument("--greedy", type=int, default=0,
+                    help="after the runs, send this many prompts to A and to C at temperature 0 and compare "
+                    "the texts request by request (default: skip)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,7 +292,7 @@ def main() -> None:
             for port in ENGINE_PORTS.get(s.name, ()):  # our front answers before its engines do
                 wait_ready(Server(f"{s.name} engine", port, s.proc, s.log), 1200)
         seed = int(time.time()) % 100_000
-        plan = [(float(r), k) for r in a.rates.split(",") for k in range(a.repeats)]
+        plan = [(float(r), k) for r in a.rates.split(",") if r for k in range(a.repeats)]
         if a.raw:
             plan.append((0.0, 0))
         for j, (rate, k) in enumerate(plan):
@@ -282,8 +312,11 @@ def main() -> None:
                 results[s.name].append(r)
                 print(f"[{s.name}] rate {rate:g}: {json.dumps(r)}", flush=True)
                 (out / "results.json").write_text(json.dumps(results, indent=1))
+        if a.greedy and {"A", "C"} <= set(systems):
+            results["greedy"] = greedy(a, servers, out, model, tok, seed + 1)
+            (out / "results.json").write_text(json.dumps(results, indent=1))
         if a.plugin_cost and "A" in systems:
-            results["plugin_cost"] = plugin_cost(a, out, model, tok, seed + 1)
+            results["plugin_cost"] = plugin_cost(a, out, model, tok, seed + 2)
             (out / "results.json").write_text(json.dumps(results, indent=1))
     finally:
         for s in servers:
@@ -298,7 +331,7 @@ def table(results: dict[str, list]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, runs in results.items():
-        if name == "plugin_cost":
+        if name in ("plugin_cost", "greedy"):
             continue
         by_rate: dict[float, list] = {}
         for r in runs:
