@@ -69,6 +69,24 @@ def test_hp_queue_serves_earliest_deadline_first(vllm_types):
     assert [r.request_id for r in q] == ["b", "c", "a"]
 
 
+def test_a_role_change_reorders_the_same_waiting_requests(vllm_types):
+    from ascendra.core.policies.ascendra_hp import AscendraHPScheduler
+    from ascendra.core.policies.ascendra_lp import AscendraLPScheduler
+
+    q = _queue(AscendraLPScheduler)
+    a = _request(vllm_types, "a", 10, ascendra_arrival=100.0, ttft_slo=9.0)  # deadline 109
+    b = _request(vllm_types, "b", 50, ascendra_arrival=101.0, ttft_slo=2.0)  # deadline 103
+    c = _request(vllm_types, "c", 30, ascendra_arrival=99.0, ttft_slo=5.0)  # deadline 104
+    for r in (a, b, c):
+        q.add_request(r)
+    q.begin_step(100.0, 1.0)
+    assert q.peek_request() is a  # shortest first
+    q.change_policy(AscendraHPScheduler)
+    assert [r.request_id for r in q] == ["b", "c", "a"] and q.peek_request() is b
+    q.change_policy(AscendraLPScheduler)
+    assert [r.request_id for r in q] == ["a", "c", "b"]
+
+
 def test_a_request_past_saving_waits_behind_the_others(vllm_types):
     """The Ascendra rule (`misses_deadline`), read from the same columns as on our engine: a prompt
     that cannot make its deadline even alone goes after those that still can."""

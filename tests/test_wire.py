@@ -7,6 +7,7 @@ import pickle
 import msgpack
 import pytest
 
+from ascendra.core.config import SchedulerConfig
 from ascendra.core.iteration_stats import IterationStats
 from ascendra.engine.instance import RequestOutput
 from ascendra.model.sampling import SamplingParams
@@ -22,6 +23,7 @@ def test_every_message_round_trips() -> None:
         m.AddRequest(3, "r", 1.5, [1, 2, 3], 8, 0.5, 0.1, frozenset({2, 7}),
                      SamplingParams(max_tokens=8, temperature=0.7, stop=["\n"], seed=5), 0.25),
         m.Abort(4, "r"), m.Steal(5, "r"), m.Checked(6, 2), m.Stop(7),
+        m.ChangeRole(8, "ascendra-hp", SchedulerConfig(max_num_batched_tokens=64, protected_ttft=2.5), True),
         m.Hello(1, 1234, 512, "host"),
         # (pairs travel as lists, which the readers unpack alike)
         m.Report(1, 7, m.Snapshot([m.WaitingEntry("r", 3, False, 0)], [["p", 9]], 2, 300, 0.1, 12, 3, 5,

@@ -52,6 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model instances, each its own process and KV cache (default: %(default)s)")
     p.add_argument("--hp-instances", type=int, default=1,
                    help="how many of them are high-priority (ascendra only) (default: %(default)s)")
+    p.add_argument("--adaptive-roles", action="store_true",
+                   help="ascendra: roles follow the load: an HP instance serves as LP while the LP pool "
+                   "is late beyond its help, and back (--hp-instances is the split at rest) "
+                   "(default: a static split)")
     p.add_argument("--token-budget", type=int, default=None,
                    help="max tokens per iteration (default: vllm the context, sarathi 512, ascendra "
                    "up to 8192)")
@@ -170,7 +174,8 @@ def build_server_config(args: argparse.Namespace):  # -> ascendra.server.app.Ser
     system = SystemConfig(system=args.system, num_instances=args.instances, num_hp=num_hp,
                           token_budget=args.token_budget, max_num_seqs=args.max_num_seqs,
                           protected_ttft=args.ttft_slo_ms / 1e3, protected_tbt=args.tbt_slo_ms / 1e3,
-                          protected_share=args.protected_prefill_share)
+                          protected_share=args.protected_prefill_share,
+                          adaptive_roles=args.adaptive_roles and args.system == "ascendra")
     spec = InstanceSpec(model=args.model, dtype=args.dtype, device=args.device, num_blocks=num_blocks,
                         block_size=args.block_size, threads=args.threads_per_instance)
     live = LiveConfig(system, spec, perf, capacity, ray_address=args.ray_address,

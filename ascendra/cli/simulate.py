@@ -40,6 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "times, which keeps the HP pool light for offloads (default: %(default)s)")
     p.add_argument("--hp-instances", type=int, default=1,
                    help="ascendra: HP instances (default: %(default)s)")
+    p.add_argument("--adaptive-roles", action="store_true",
+                   help="ascendra: roles follow the load: an HP instance serves as LP while the LP pool "
+                   "is late beyond its help, and back (--hp-instances is the split at rest) "
+                   "(default: a static split)")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON (default: not written)")
     p.add_argument("--csv", metavar="PATH", help="write one row per request as CSV (default: not written)")
     add_scenario_args(p, num_requests=5000)
@@ -58,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         max_num_seqs=args.max_num_seqs,
         offload_margin=args.offload_margin,
         hp_dispatch_weight=args.hp_dispatch_weight,
+        adaptive_roles=args.adaptive_roles and args.system == "ascendra",
     )
     requests = sc.requests(args.rate, args.seed)
     with tqdm(total=len(requests), desc=system.label(), unit="req") as bar:
@@ -70,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         "rate": args.rate,
         **s.as_dict(),
         "offloads": result.num_offloads,
+        "role_changes": result.num_role_changes,
         "preemptions": result.num_preemptions,
         "iterations": result.num_iterations,
         "wall_s": result.wall_seconds,
@@ -86,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         "tbt_p50",
         "tbt_p99",
         "offloads",
+        "role_changes",
         "preemptions",
         "iterations",
         "wall_s",

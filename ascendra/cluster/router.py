@@ -15,6 +15,8 @@ import numpy as np
 
 from ascendra.cluster.arrival_window import ArrivalWindow
 from ascendra.cluster.first_tokens import attention_left, project
+from ascendra.cluster.roles import DEMOTE, PROMOTE, STAY, AdaptiveRoles, PoolSample
+from ascendra.core.config import SchedulerConfig
 from ascendra.core.projection import QueueView, misses_deadline
 from ascendra.core.request import Request
 
@@ -34,6 +36,7 @@ class InstanceView(Protocol):
     def snapshot(self) -> QueueView: ...  # carries the instance's Projection
     def take_waiting(self, request: Request) -> bool: ...
     def add_request(self, request: Request) -> None: ...
+    def change_policy(self, policy: type, config: SchedulerConfig) -> None: ...  # a role change
 
 
 @dataclass
@@ -53,23 +56,45 @@ class RouterConfig:
     # it compared as it is, that noise rather than the load would pick the instance, and requests
     # would pile onto whichever last ran a little fast. A real noisy neighbour still counts.
     slowdown_tolerance: float = 0.1
+    # Roles follow the load (cluster/roles.py): HP instances become LP while the LP pool is late
+    # beyond their help, and the other way under bursts. Needs `role_specs` on the Router.
+    adaptive_roles: bool = False
 
 
 class Router:
     def __init__(
-        self, instances: list[InstanceView], roles: list[str], config: RouterConfig | None = None
+        self,
+        instances: list[InstanceView],
+        roles: list[str],
+        config: RouterConfig | None = None,
+        role_specs: dict[str, tuple[type, SchedulerConfig]] | None = None,
     ) -> None:
+        """`role_specs`: the policy and config of each role, for role changes (adaptive roles)."""
         if len(instances) != len(roles) or not instances:
             raise ValueError("the router needs one role per instance and at least one instance")
         self.instances = instances
-        self.roles = roles
+        self.roles = list(roles)
         self.config = config or RouterConfig()
-        self.hp = [i for i, r in enumerate(roles) if r == Role.HP]
         self.alive = [True] * len(instances)
-        # Which instances' queues are checked for offloads: LP ones, when there is an HP to go to.
-        self._offloads_from = [self.config.offload and bool(self.hp) and r == Role.LP for r in roles]
+        self.role_specs = role_specs or {}
+        self.adaptive: AdaptiveRoles | None = None
+        if self.config.adaptive_roles and self.config.offload:
+            if set(self.role_specs) < {Role.LP, Role.HP}:
+                raise ValueError("adaptive roles need the policy and config of both roles")
+            self.adaptive = AdaptiveRoles(roles.count(Role.HP))
+        self.role_changes: list[tuple[int, str]] = []  # made since the runtime last read them
         self._arrivals = [ArrivalWindow() for _ in roles]  # kept for the instances offloaded from
+        self._at_risk = [False] * len(roles)  # per LP instance, at its last check
+        self._refused = 0  # at-risk requests no HP instance admitted, since the last sample
+        self._set_roles()
         self.num_offloads = 0
+
+    def _set_roles(self) -> None:
+        self.hp = [i for i, r in enumerate(self.roles) if r == Role.HP]
+        # Which instances' queues are checked for offloads: LP ones, when there is an HP to go to
+        # (or may be one: with adaptive roles the checks also measure the LP pool's pressure).
+        can = self.config.offload and (bool(self.hp) or self.adaptive is not None)
+        self._offloads_from = [can and r == Role.LP for r in self.roles]
 
     def set_alive(self, index: int, alive: bool) -> None:
         """A dead instance gets no new requests and no offloads (the live runtime calls this)."""
@@ -103,6 +128,8 @@ class Router:
             if key < best_key and (self.roles[i] != Role.HP or self._admits(snap, request, now) is not None):
                 best, best_key = i, key
         self.instances[best].add_request(request)
+        if self.adaptive is not None:
+            self.adaptive.observe_slo(request.slo.ttft)
         if self._offloads_from[best]:
             key = snaps[alive.index(best)].projection.waiting_key(request)
             self._arrivals[best].add(key, request.num_remaining_prefill, now)
@@ -115,11 +142,18 @@ class Router:
         order its policy serves them, and move those that would come too late to the HP instance
         that can still meet their deadline, before their prefill starts. A few vectorised passes
         over the queue's columns; no copies of scheduler state. Returns the moves as (request, HP
-        index)."""
+        index). With adaptive roles, the check also feeds the role rule and may change a role."""
         if not self._offloads_from[index]:
             return []
+        moves = self._offload(index, now)
+        if self.adaptive is not None:
+            self._adapt(now)
+        return moves
+
+    def _offload(self, index: int, now: float) -> list[tuple[Request, int]]:
         cfg = self.config
         view = self.instances[index]
+        self._at_risk[index] = False
         if not view.num_waiting:
             return []  # nothing waiting, nothing to project (most iterations at moderate load)
         snap = view.snapshot()
@@ -154,9 +188,11 @@ class Router:
             start += j + 1
         moves: list[tuple[Request, int]] = []
         late_now: dict[int, int] = {}  # per HP instance: how many it already cannot serve in time
+        self._at_risk[index] = bool(at_risk)
         for req in [snap.waiting[i] for i in at_risk]:  # positions first: take_waiting shifts them
             target = self._hp_for(req, now, late_now)
             if target is None:
+                self._refused += 1
                 continue
             if view.take_waiting(req):
                 req.offloaded = True
@@ -165,6 +201,35 @@ class Router:
                 self.num_offloads += 1
                 moves.append((req, target))
         return moves
+
+    # ---- adaptive roles ----------------------------------------------------------------------
+
+    def _adapt(self, now: float) -> None:
+        """Feed the role rule this check's pool measurements; apply its decision, if any."""
+        assert self.adaptive is not None
+        lp = [i for i, r in enumerate(self.roles) if r == Role.LP and self.alive[i]]
+        hp = [i for i in self.hp if self.alive[i]]
+        busy = [i for i in hp if self.instances[i].num_waiting or self.instances[i].pending_prefill_tokens]
+        sample = PoolSample(sum(self._at_risk[i] for i in lp) / max(1, len(lp)),
+                            len(busy) / max(1, len(hp)), self._refused)
+        self._refused = 0
+        decision = self.adaptive.sample(now, sample, len(hp), len(lp))
+        if decision == DEMOTE:  # the HP instance with the least prompt work left
+            self.change_role(min(hp, key=lambda i: self.instances[i].pending_prefill_tokens), Role.LP)
+        elif decision == PROMOTE:  # the LP instance with the least: it has the most room
+            self.change_role(min(lp, key=lambda i: self.instances[i].pending_prefill_tokens), Role.HP)
+        else:
+            assert decision == STAY
+
+    def change_role(self, index: int, role: str) -> None:
+        """Instance `index` goes on under `role`'s policy and config with everything it holds."""
+        policy, config = self.role_specs[role]
+        self.instances[index].change_policy(policy, config)
+        self.roles[index] = role
+        self._arrivals[index] = ArrivalWindow()
+        self._at_risk[index] = False
+        self._set_roles()
+        self.role_changes.append((index, role))
 
     def _hp_for(self, req: Request, now: float, late_now: dict[int, int]) -> int | None:
         """The HP instance that admits `req` with the earliest projected first token."""

@@ -10,7 +10,7 @@ from ascendra.cluster.router import Role, Router, RouterConfig
 from ascendra.core.block_manager import WATERMARK, BlockManager
 from ascendra.core.config import KVCapacity
 from ascendra.core.perf_model import PerfModel
-from ascendra.core.policies import make_scheduler
+from ascendra.core.policies import POLICIES, make_scheduler
 from ascendra.core.scheduler import SchedulerConfig
 from ascendra.engine.executor import Executor
 from ascendra.engine.instance import Instance
@@ -43,6 +43,8 @@ class SystemConfig:
     protected_ttft: float | None = None
     protected_tbt: float | None = None
     protected_share: float = SchedulerConfig.protected_share
+    # Ascendra: roles follow the load (cluster/roles.py); num_hp is then the split at rest.
+    adaptive_roles: bool = False
 
     def __post_init__(self) -> None:
         if self.system not in SYSTEMS:
@@ -99,11 +101,20 @@ class SystemConfig:
             **protected,
         )
 
+    def role_specs(self, max_model_len: int) -> dict[str, tuple[type, SchedulerConfig]]:
+        """Each role's policy and config, for the router's role changes."""
+        if self.system != "ascendra":
+            return {}
+        return {r: (POLICIES[self.policy(r)], self.scheduler_config(r, max_model_len))
+                for r in (Role.LP, Role.HP)}
+
     def router_config(self) -> RouterConfig:
+        adaptive = self.system == "ascendra" and self.adaptive_roles
         return RouterConfig(
-            offload=self.system == "ascendra" and self.num_hp > 0,
+            offload=self.system == "ascendra" and (self.num_hp > 0 or adaptive),
             offload_margin=self.offload_margin,
-            hp_dispatch_weight=self.hp_dispatch_weight if self.num_hp else math.inf,
+            hp_dispatch_weight=self.hp_dispatch_weight if self.num_hp or adaptive else math.inf,
+            adaptive_roles=adaptive,
         )
 
     def label(self) -> str:
@@ -111,7 +122,9 @@ class SystemConfig:
             return f"vllm(mbt={self.token_budget or 'ctx'},seqs={self.max_num_seqs})"
         if self.system == "sarathi":
             return f"sarathi(budget={self.token_budget or SARATHI_BUDGET})"
-        return f"ascendra({self.num_instances - self.num_hp}LP:{self.num_hp}HP,margin={self.offload_margin})"
+        split = f"{self.num_instances - self.num_hp}LP:{self.num_hp}HP"
+        adaptive = ",adaptive" if self.adaptive_roles else ""
+        return f"ascendra({split},margin={self.offload_margin}{adaptive})"
 
 
 def build_cluster(
@@ -137,4 +150,5 @@ def build_cluster(
         )
         for i, role in enumerate(roles)
     ]
-    return instances, Router(list(instances), roles, config.router_config())
+    router = Router(list(instances), roles, config.router_config(), config.role_specs(capacity.max_model_len))
+    return instances, router

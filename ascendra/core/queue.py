@@ -87,6 +87,15 @@ class RequestQueue:
             i += 1
         return False
 
+    def reorder(self, key: Callable[[Request], float]) -> None:
+        """Serve the same requests in another policy's order (a role change); ties keep their
+        current order."""
+        items = self._items
+        self._key, self._keys, self._items = key, [], []
+        self._cols = np.empty((5, max(64, len(items))))
+        for r in sorted(items, key=key):  # stable, and push puts equal keys after: order kept
+            self.push(r)
+
     def as_list(self) -> list[Request]:
         return self._items
 

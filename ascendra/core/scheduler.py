@@ -93,6 +93,18 @@ class Scheduler:
         waiting for their first token."""
         return self._pending_ttft.tightest()
 
+    def change_policy(self, policy: type[Scheduler], config: SchedulerConfig) -> None:
+        """A role change (Ascendra LP <-> HP): the instance goes on under `policy` and `config`
+        with everything it holds. Nothing is drained or restarted: the waiting queue is re-sorted
+        into the new policy's order, and the next iteration's budget follows the new config."""
+        if policy.__init__ is not type(self).__init__ or policy._schedule is not type(self)._schedule:
+            raise ValueError(f"{type(self).name} cannot become {policy.name}: they schedule differently")
+        self.__class__ = policy  # the policies of one family differ only in static rules and config
+        self.config = config
+        self.waiting.reorder(policy.waiting_key)
+        if self.perf_model is not None:
+            self._pending_ttft.floor = policy.ttft_floor(config, self.perf_model)
+
     # ---- requests in and out -------------------------------------------------------------------
 
     def add_request(self, request: Request) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ascendra.core.batch import ScheduledBatch
+from ascendra.core.config import SchedulerConfig
 from ascendra.core.iteration_stats import IterationStats
 from ascendra.core.projection import QueueView
 from ascendra.core.request import Request, RequestStatus
@@ -88,6 +89,10 @@ class Instance:
 
     def snapshot(self) -> QueueView:
         return self.scheduler.snapshot()
+
+    def change_policy(self, policy: type, config: SchedulerConfig) -> None:
+        """A role change: see `Scheduler.change_policy`."""
+        self.scheduler.change_policy(policy, config)
 
     # ---- requests in and out -------------------------------------------------------------------
 

@@ -3,10 +3,9 @@ one (highest capacity at the strictest target) stands for it.
 
 Baselines are swept over their own knobs, so Ascendra is compared with them at their best. The
 Ascendra columns form an ablation: `lp-only` (every instance ascendra-lp: the out-of-order policy
-alone, no HP pool, no offload) against `ascendra` (the best static LP:HP split with offloading).
-Adding a variant is one entry in CANDIDATES, e.g.
-
-    "ascendra-adaptive": lambda n, sweep, ctx: [SystemConfig("ascendra", n, hp_mode="adaptive")],
+alone, no HP pool, no offload), `ascendra` (the best static LP:HP split with offloading) and
+`adaptive` (the same splits at rest, roles following the load: cluster/roles.py). Adding a variant
+is one entry in CANDIDATES.
 """
 
 from __future__ import annotations
@@ -34,9 +33,11 @@ def _sarathi(n: int, sweep: bool, ctx: int) -> list[SystemConfig]:
     return [SystemConfig("sarathi", n, token_budget=b) for b in budgets]
 
 
-def static_splits(n: int, hp: list[int] | None = None) -> list[SystemConfig]:
-    """Ascendra with each static number of HP instances in `hp` (default 1 to half the instances)."""
-    return [SystemConfig("ascendra", n, num_hp=h) for h in (hp or range(1, max(1, n // 2) + 1))]
+def static_splits(n: int, hp: list[int] | None = None, adaptive: bool = False) -> list[SystemConfig]:
+    """Ascendra with each static number of HP instances in `hp` (default 1 to half the instances);
+    with `adaptive`, that many at rest, roles following the load."""
+    return [SystemConfig("ascendra", n, num_hp=h, adaptive_roles=adaptive)
+            for h in (hp or range(1, max(1, n // 2) + 1))]
 
 
 CANDIDATES: dict[str, Candidates] = {
@@ -44,6 +45,7 @@ CANDIDATES: dict[str, Candidates] = {
     "sarathi": _sarathi,
     LP_ONLY: lambda n, sweep, ctx: [SystemConfig("ascendra", n, num_hp=0)],
     "ascendra": lambda n, sweep, ctx: static_splits(n),
+    "adaptive": lambda n, sweep, ctx: static_splits(n, adaptive=True),
 }
 
 

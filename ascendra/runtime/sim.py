@@ -33,6 +33,7 @@ class SimResult:
     num_iterations: int
     num_offloads: int
     num_preemptions: int
+    num_role_changes: int
     instance_of: list[int]  # where each request finished (after any offload)
 
 
@@ -113,5 +114,6 @@ def simulate(
         num_iterations=num_iterations,
         num_offloads=router.num_offloads,
         num_preemptions=sum(inst.scheduler.num_preemptions for inst in instances),
+        num_role_changes=router.adaptive.num_changes if router.adaptive is not None else 0,
         instance_of=[instance_of.get(id(r), -1) for r in requests],
     )

@@ -30,6 +30,8 @@ class ServerMetrics(ClusterObserver):
                                 registry=r)
         self.offloads = Counter("ascendra_offloads", "Requests moved from an LP to an HP instance",
                                 registry=r)
+        self.role_changes = Counter("ascendra_role_changes", "Instances that changed role (adaptive "
+                                    "roles), by the role taken", ["role"], registry=r)
         self.reroutes = Counter("ascendra_reroutes", "Requests re-dispatched after their instance died",
                                 registry=r)
         self.preemptions = Counter("ascendra_preemptions", "Preemptions (KV freed, recomputed later)",
@@ -161,6 +163,9 @@ class ServerMetrics(ClusterObserver):
 
     def on_reroute(self) -> None:
         self.reroutes.inc()
+
+    def on_role_change(self, worker: WorkerState) -> None:
+        self.role_changes.labels(worker.role).inc()
 
     def on_dispatch_latency(self, seconds: float) -> None:
         self.overhead.labels("dispatch").observe(seconds)

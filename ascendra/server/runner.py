@@ -78,6 +78,8 @@ def ready_line(config, host: str, port: int) -> str:  # config: ascendra.server.
     roles = system.roles()
     if system.system == "ascendra":
         instances = f"{roles.count('lp')} LP + {roles.count('hp')} HP"
+        if system.adaptive_roles:
+            instances += " at rest, roles following the load"
     else:
         instances = f"{len(roles)} x {system.system}"
     return f"ascendra serve: ready on {url}, model {config.model_name}, instances {instances}"

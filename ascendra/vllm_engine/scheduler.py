@@ -33,7 +33,9 @@ from vllm.v1.request import Request as VLLMRequest
 from vllm.v1.request import RequestStatus as VLLMStatus
 
 from ascendra.core.batch import BatchShape
+from ascendra.core.config import SchedulerConfig
 from ascendra.core.iteration_stats import IterationStats
+from ascendra.core.policies import POLICIES
 from ascendra.core.policies.ascendra_hp import AscendraHPScheduler
 from ascendra.core.policies.ascendra_lp import AscendraLPScheduler
 from ascendra.core.policies.sarathi import SarathiScheduler
@@ -73,14 +75,9 @@ class AscendraScheduler(AsyncScheduler):
             from ascendra.profiles import load_profile
 
             self.perf_model = load_profile(cfg.profile).perf_model
-        # vLLM's own limits bound the policy's: its budget never exceeds what the engine was sized for.
-        sched = cfg.scheduler if cfg.scheduler_given else replace(
-            cfg.scheduler, max_num_batched_tokens=self.max_num_scheduled_tokens,
-            max_num_seqs=self.max_num_running_reqs)
-        self.policy_config = replace(
-            sched, max_num_batched_tokens=min(sched.max_num_batched_tokens, self.max_num_scheduled_tokens),
-            max_idle_budget=min(sched.max_idle_budget, self.max_num_scheduled_tokens))
         self.token_cap = self.max_num_scheduled_tokens
+        self.policy_config = self._within_vllm(cfg.scheduler if cfg.scheduler_given else replace(
+            cfg.scheduler, max_num_batched_tokens=self.token_cap, max_num_seqs=self.max_num_running_reqs))
         self.mirrors = Mirrors(SLO(cfg.default_ttft, cfg.default_tbt))
         alone = self.perf_model.prefill_time if self.perf_model is not None else None
         self.waiting = PolicyWaitingQueue(self.ascendra_policy, self.mirrors, alone)
@@ -117,6 +114,12 @@ class AscendraScheduler(AsyncScheduler):
             self.pending_ttft.remove(mirror.slo.ttft)  # it leaves without a first token
         return super()._free_request(request, *args, **kwargs)
 
+    def _within_vllm(self, sched: SchedulerConfig) -> SchedulerConfig:
+        """vLLM's own limits bound the policy's: its budget never exceeds what the engine was sized for."""
+        cap = self.token_cap
+        return replace(sched, max_num_batched_tokens=min(sched.max_num_batched_tokens, cap),
+                       max_idle_budget=min(sched.max_idle_budget, cap))
+
     def _apply_router_messages(self) -> None:
         if self.link is None:
             return
@@ -125,6 +128,20 @@ class AscendraScheduler(AsyncScheduler):
             msg = inbox.popleft()
             if isinstance(msg, m.Steal):
                 (self._stolen if self._steal(msg.request_id) else self._refused).append(msg.request_id)
+            elif isinstance(msg, m.ChangeRole):
+                self._change_role(msg)
+
+    def _change_role(self, msg: m.ChangeRole) -> None:
+        """The router changed this engine's role (adaptive roles): the same requests go on under
+        the other Ascendra policy; the waiting queue takes its order, the next step its budget."""
+        policy = POLICIES.get(msg.policy)
+        if policy is None or not self.shapes_budget or not issubclass(policy, AscendraLPScheduler):
+            return  # only the Ascendra policies change roles; a stock engine stays stock
+        self.ascendra_policy = policy  # this engine's, over its class's
+        self.policy_config = self._within_vllm(msg.scheduler)
+        self.waiting.change_policy(policy)
+        if self.perf_model is not None:
+            self.pending_ttft.floor = policy.ttft_floor(self.policy_config, self.perf_model)
 
     def _steal(self, router_id: str) -> bool:
         """Hand a request over to another engine if no token of it has been computed. It ends here

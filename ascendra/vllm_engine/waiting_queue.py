@@ -37,6 +37,12 @@ class PolicyWaitingQueue(VLLMRequestQueue):
 
     # ---- what the scheduler adds -------------------------------------------------------------
 
+    def change_policy(self, policy: type[Scheduler]) -> None:
+        """A role change: the same requests, in the new policy's order from the next peek."""
+        self._policy = policy
+        self.queue.reorder(policy.waiting_key)
+        self._order = None
+
     def begin_step(self, now: float, slowdown: float) -> None:
         """A new step starts at `now`: the deferral is judged afresh."""
         self._now, self._slowdown = now, slowdown

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from dataclasses import replace
 
 from ascendra.cluster.router import Role, Router
 from ascendra.core.policies import POLICIES
@@ -42,10 +43,10 @@ class LiveCluster:
         self.tracked: dict[str, Tracked] = {}
         self.mirrors: dict[str, Request] = {}
         sysc = config.system
-        self.roles = sysc.roles()
+        roles = sysc.roles()
         self.views: list[RemoteInstanceView] = []
         specs: list[InstanceSpec] = []
-        for role in self.roles:
+        for role in roles:
             policy = sysc.policy(role)
             sched_cfg = sysc.scheduler_config(role, config.capacity.max_model_len)
             self.views.append(RemoteInstanceView(Projection(POLICIES[policy], sched_cfg, config.perf_model),
@@ -55,8 +56,9 @@ class LiveCluster:
                 "perf_model": config.perf_model,
                 "await_offload_check": sysc.router_config().offload and role == Role.LP,
             }))
-        self.router = Router(list(self.views), self.roles, sysc.router_config())
-        self.supervisor = Supervisor(config, specs, self.roles, self.observer, self._on_dead, self._on_alive)
+        self.router = Router(list(self.views), roles, sysc.router_config(),
+                             sysc.role_specs(config.capacity.max_model_len))
+        self.supervisor = Supervisor(config, specs, roles, self.observer, self._on_dead, self._on_alive)
         # The workers' proof that a frame is theirs (see wire.py): drawn per launch, or the
         # operator's when engines started elsewhere report here.
         self._secret = config.secret or new_secret()
@@ -264,8 +266,24 @@ class LiveCluster:
         for req, target in self.router.offload(i, now):
             self._offloads[req.request_id] = target
             self._send(i, m.Steal(self._next_seq(), req.request_id))
+        self._apply_role_changes()
         if rep.awaits_check:
             self._send(i, m.Checked(self._next_seq(), rep.number))
+
+    def _apply_role_changes(self) -> None:
+        """Tell the workers whose role the router changed; a restart starts them in it too."""
+        for i, role in self.router.role_changes:
+            policy, sched = self.router.role_specs[role]
+            check = self.router.config.offload and role == Role.LP
+            self.supervisor.specs[i] = replace(self.supervisor.specs[i], policy=policy.name, scheduler=sched,
+                                               await_offload_check=check)
+            w = self.workers[i]
+            w.role, w.policy = role, policy.name
+            log.info("instance %d is now %s", i, role.upper())
+            self.observer.on_role_change(w)
+            if w.alive:
+                self._send(i, m.ChangeRole(self._next_seq(), policy.name, sched, check))
+        self.router.role_changes.clear()
 
     def _note_receipts(self, rep: m.Report) -> None:
         for rid, t in rep.received:

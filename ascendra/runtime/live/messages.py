@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ascendra.core.config import SchedulerConfig
 from ascendra.core.iteration_stats import IterationStats, Moments
 from ascendra.core.request import SLO, Request
 from ascendra.engine.instance import RequestOutput
@@ -73,6 +74,16 @@ class Checked:
 
 
 @dataclass(slots=True)
+class ChangeRole:
+    """Go on under this policy and config with everything held: a role change (cluster/roles.py)."""
+
+    seq: int
+    policy: str
+    scheduler: SchedulerConfig
+    await_offload_check: bool  # an LP worker holds each iteration for the router's offload check
+
+
+@dataclass(slots=True)
 class Stop:
     seq: int
 
@@ -133,7 +144,7 @@ class Report:
 
 # The wire's whole vocabulary; the order is the wire's type codes (the same on both ends).
 WIRE_TYPES = (AddRequest, Abort, Steal, Checked, Stop, WaitingEntry, Snapshot, Hello, Report,
-              RequestOutput, SamplingParams, IterationStats, Moments)
+              RequestOutput, SamplingParams, IterationStats, Moments, ChangeRole, SchedulerConfig)
 
 
 def codec(secret: bytes) -> Codec:

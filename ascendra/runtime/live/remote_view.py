@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from ascendra.core.config import SchedulerConfig
 from ascendra.core.projection import Projection, QueueView
 from ascendra.core.queue import RequestQueue
 from ascendra.core.request import Request
@@ -59,6 +60,12 @@ class RemoteInstanceView:
         self._now = self._now.with_ttft_slo(request.slo.ttft)
         self._waiting.push(request)
         self.pending_prefill_tokens += request.num_remaining_prefill
+
+    def change_policy(self, policy: type, config: SchedulerConfig) -> None:
+        """A role change: project with the new rule at once (the cluster tells the worker)."""
+        self._projection = replace(self._projection, policy=policy, config=config)
+        self._now = replace(self._now, policy=policy, config=config)
+        self._waiting.reorder(policy.waiting_key)
 
     # ---- what the cluster calls --------------------------------------------------------------
 

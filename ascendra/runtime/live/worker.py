@@ -17,6 +17,7 @@ import time
 import zmq
 
 from ascendra.core.iteration_stats import IterationStats
+from ascendra.core.policies import POLICIES
 from ascendra.core.projection import QueueView
 from ascendra.core.request import RequestStatus
 from ascendra.core.scheduler import Scheduler
@@ -171,6 +172,9 @@ class WorkerLoop:
             (rep.stolen if taken else rep.refused).append(msg.request_id)
         elif isinstance(msg, m.Checked):
             self.checked_report = max(self.checked_report, msg.report)
+        elif isinstance(msg, m.ChangeRole):
+            inst.change_policy(POLICIES[msg.policy], msg.scheduler)
+            self.await_offload_check = msg.await_offload_check
         elif isinstance(msg, m.Stop):
             self.stopped = True
 
