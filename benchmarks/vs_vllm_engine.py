@@ -1,8 +1,9 @@
 """Ascendra on vLLM against vLLM, on this machine, with vLLM's own `vllm bench serve` as the client.
 
 The systems (issue 17):
-- A: `ascendra serve --engine vllm`: 1 LP + 1 HP vLLM-CPU engine with our scheduler plugins, our door
-  and router in front;
+- A: `ascendra serve --engine vllm --adaptive-roles`: 1 LP + 1 HP vLLM-CPU engine at rest with our
+  scheduler plugins, our door and router in front, roles following the load (issue 18);
+- S: the same with the static split (no --adaptive-roles);
 - B: the same two vLLM engines with vLLM's stock scheduler, behind our door and load-balancing
   dispatch (`--system vllm`: each request to the engine whose queue is projected to clear first,
   at least as good as round robin);
@@ -52,11 +53,13 @@ BENCH = (
 )
 
 
-ENGINE_PORTS = {"A": (8310, 8311), "B": (8320, 8321)}
+ENGINE_PORTS = {"A": (8310, 8311), "B": (8320, 8321), "S": (8340, 8341)}
+SYSTEM_ARGS = {"A": ["--hp-instances", "1", "--adaptive-roles"], "S": ["--hp-instances", "1"],
+               "B": ["--system", "vllm"]}
 
 
 def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
-    port = {"A": 8301, "B": 8302, "C": 8303}[system]
+    port = {"A": 8301, "B": 8302, "C": 8303, "S": 8304}[system]
     env = dict(os.environ, PYTHONPATH=str(ROOT), VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1")
     if system == "C":
         env |= {
@@ -82,7 +85,7 @@ def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
             "--disable-uvicorn-access-log",
         ]
     else:
-        system_args = ["--hp-instances", "1"] if system == "A" else ["--system", "vllm"]
+        system_args = SYSTEM_ARGS[system]
         cmd = [
             sys.executable,
             "-m",

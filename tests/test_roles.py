@@ -170,3 +170,25 @@ def test_a_live_worker_changes_role_mid_run_and_its_tokens_are_the_unchanged_run
     changed, reasons = run(2)
     assert reasons == ["length"] * len(prompts)
     assert changed == plain and all(len(t) == 10 for t in plain.values())
+
+
+def test_an_idle_instance_takes_its_share_of_an_lp_backlog_only_with_adaptive_roles():
+    from ascendra.cluster.system import build_cluster
+    from ascendra.engine.sim_executor import SimExecutor
+    from tests.test_scheduler import CAPACITY, PERF
+
+    for adaptive in (True, False):
+        system = SystemConfig("ascendra", 2, num_hp=1, adaptive_roles=adaptive)
+        (lp, hp), router = build_cluster(system, PERF, CAPACITY, lambda i: SimExecutor(PERF, str(i)))
+        backlog = [req(f"r{n}", prompt=n, ttft=1e6) for n in (100, 400, 200, 300, 500, 50)]  # none at risk
+        for r in backlog:
+            lp.add_request(r)
+        moves = router.offload(0, 0.0)
+        if not adaptive:
+            assert moves == [] and hp.num_waiting == 0
+            continue
+        # The longest (the last SRPT serves), up to about half of the 1,550 prompt tokens waiting.
+        assert [(r.request_id, j) for r, j in moves] == [("r500", 1), ("r400", 1)]
+        assert [r.request_id for r in hp.scheduler.waiting] == ["r500", "r400"]
+        assert [r.request_id for r in lp.scheduler.waiting] == ["r50", "r100", "r200", "r300"]
+        assert router.offload(0, 0.0) == []  # the other instance has prompt work now

@@ -167,7 +167,8 @@ def build_server_config(args: argparse.Namespace):  # -> ascendra.server.app.Ser
     max_model_len = min(info.max_model_len, serve_vllm.VLLM_MAX_MODEL_LEN) if args.engine == "vllm" \
         else info.max_model_len
     capacity = KVCapacity(num_blocks, args.block_size, max_model_len)
-    perf, source = resolve_perf_model(args.profile, info, args.device)
+    profile = args.profile or serve_vllm.default_profile(args, info)
+    perf, source = resolve_perf_model(profile, info, args.device)
     num_hp = args.hp_instances if args.system == "ascendra" else 0
     if not 0.0 <= args.protected_prefill_share <= 1.0:
         raise ValueError(f"--protected-prefill-share must be from 0 to 1, got {args.protected_prefill_share}")

@@ -20,6 +20,21 @@ from ascendra.vllm_engine.plugin_config import SECRET, secret_from_hex
 ENGINES = ("ascendra", "vllm")
 # Started engines' context: SmolLM2's 8,192 would size vLLM's CPU warm-up and buffers for nothing.
 VLLM_MAX_MODEL_LEN = 4096
+# A vLLM-CPU engine running the default model, fitted from the steps our plugin recorded
+# (`ascendra profile --from-steps`, docs/benchmarks.md §10): what the router and the plugins project
+# with on the engines this command starts. vLLM's engine is not ours: our engine's profile misjudged
+# its steps (it ran 1.3x ours on raw throughput).
+VLLM_CPU_PROFILE = "vllm-cpu-smollm2"
+
+
+def default_profile(args: argparse.Namespace, info) -> str | None:
+    """The shipped profile for the engines `--engine vllm` starts on this CPU with the default
+    model; None elsewhere (engines given by --vllm-url run on hardware we have not measured)."""
+    from ascendra.engine.factory import DEFAULT_MODEL_NAME
+
+    if args.engine != "vllm" or args.vllm_url or args.device != "cpu" or info.name != DEFAULT_MODEL_NAME:
+        return None
+    return VLLM_CPU_PROFILE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
