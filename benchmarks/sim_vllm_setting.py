@@ -1,13 +1,15 @@
 """What the simulator says about `vs_vllm_engine.py`'s setting: the same lengths, arrivals and SLOs,
 on a vLLM engine's profile (fitted from its plugin's steps by `ascendra profile --from-steps`).
 
-A is Ascendra, 1 LP + 1 HP; B, vLLM's own scheduling on two engines, is played by the Sarathi
-policy with vLLM's token budget (chunked prefill, first come first served, running requests first);
+A is Ascendra, 1 LP + 1 HP at rest with roles following the load (--adaptive-roles), S the same
+with the static split, LP both engines LP; B, vLLM's own scheduling on two engines, is played by
+the Sarathi policy with vLLM's token budget (chunked prefill, first come first served, running
+requests first);
 C, one engine on both cores, has no counterpart here (the profile is of one-thread engines). Capacity
 is judged by the share of requests meeting TTFT and TBT (our per-gap rule: stricter than vLLM
-bench's mean TPOT).
+bench's mean TPOT); throughput is output tokens per second, mean over the seeds.
 
-    python3 benchmarks/sim_vllm_setting.py --profile out/vllm-profile.json --rates 1,2,3,4
+    python3 benchmarks/sim_vllm_setting.py --profile vllm-cpu-smollm2 --rates 1,2,3,6,12
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ class FixedSLO:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", required=True)
+    ap.add_argument("--profile", default="vllm-cpu-smollm2",
+                    help="a path or a shipped name (default: %(default)s)")
     ap.add_argument("--rates", default="1,2,3,4")
     ap.add_argument("--num-requests", type=int, default=600)
     ap.add_argument("--seeds", type=int, default=3)
@@ -56,16 +59,20 @@ def main() -> None:
     a = ap.parse_args()
     sc = Scenario(profile=a.profile, workload=f"conv/{a.length_scale:g}",
                   slo=FixedSLO(a.ttft_slo_ms / 1e3, a.tbt_slo_ms / 1e3), num_requests=a.num_requests)
-    systems = {"A ascendra 1LP+1HP": SystemConfig(system="ascendra", num_instances=2, num_hp=1),
-               "B vLLM-like (sarathi)": SystemConfig(system="sarathi", num_instances=2,
-                                                     token_budget=a.vllm_budget)}
+    systems = {"A": SystemConfig(system="ascendra", num_instances=2, num_hp=1, adaptive_roles=True),
+               "S": SystemConfig(system="ascendra", num_instances=2, num_hp=1),
+               "LP": SystemConfig(system="ascendra", num_instances=2, num_hp=0),
+               "B": SystemConfig(system="sarathi", num_instances=2, token_budget=a.vllm_budget)}
     rows = []
     for rate in (float(r) for r in a.rates.split(",")):
         row = {"rate": rate}
         for name, system in systems.items():
-            att = [sc.run(system, rate, seed)[0].attainment for seed in range(a.seeds)]
-            row[name] = 100 * float(np.mean(att))
-        row["A/B goodput"] = row["A ascendra 1LP+1HP"] / max(row["B vLLM-like (sarathi)"], 1e-9)
+            runs = [sc.run(system, rate, seed)[0] for seed in range(a.seeds)]
+            row[f"{name} att %"] = 100 * float(np.mean([s.attainment for s in runs]))
+            row[f"{name} tok/s"] = float(np.mean([s.token_throughput for s in runs]))
+        for name in ("A", "S"):
+            row[f"{name}/B goodput"] = row[f"{name} att %"] / max(row["B att %"], 1e-9)
+            row[f"{name}/B tok/s"] = row[f"{name} tok/s"] / row["B tok/s"]
         rows.append(row)
     print(sc.describe())
     print(format_table(rows, floatfmt=".3g"))
