@@ -132,6 +132,7 @@ def test_the_plugin_reports_every_step(server):
     assert [p.name for p in logs] == ["steps-0.jsonl", "steps-1.jsonl"]
     rows = [json.loads(line) for p in logs for line in p.read_text().splitlines()]
     assert rows and all(r["seconds"] > 0 and r["shape"]["num_seqs"] >= 1 for r in rows)
+    assert all(r["budget"] >= r["shape"]["num_tokens"] and r["slowdown"] > 0 for r in rows)
     health = server.health()
     assert [w["alive"] for w in health["instances"]] == [True, True]
 

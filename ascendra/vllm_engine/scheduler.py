@@ -60,6 +60,8 @@ class _Step:
     plugin_seconds: float  # this step's scheduling work in our code, outside vLLM's schedule()
     vllm_schedule_seconds: float  # vLLM's schedule(), our waiting queue's methods included
     num_waiting: int
+    budget: int  # the step's token budget (the policy's, or vLLM's own for the stock scheduler)
+    slowdown: float  # the learnt slowdown that budget was sized with
 
 
 class AscendraScheduler(AsyncScheduler):
@@ -179,7 +181,8 @@ class AscendraScheduler(AsyncScheduler):
             predicted = self.perf_model.predict(shape) if self.perf_model is not None else 0.0
             # Our own cost around vLLM's (the queue's order inside it is vLLM's loop's to pay).
             own = (t1 - t0) + (time.perf_counter() - t2)
-            self._steps.append(_Step(now, shape, predicted, own, t2 - t1, len(self.waiting)))
+            self._steps.append(_Step(now, shape, predicted, own, t2 - t1, len(self.waiting),
+                                     self.max_num_scheduled_tokens, self.slowdown))
         return out
 
     def _decode_state(self) -> tuple[int, int, float | None, list]:
@@ -238,7 +241,9 @@ class AscendraScheduler(AsyncScheduler):
         if step is not None and self._step_log is not None:
             row = {"shape": asdict(step.shape), "seconds": elapsed, "waiting": step.num_waiting,
                    "plugin_seconds": step.plugin_seconds + time.perf_counter() - t0,
-                   "vllm_schedule_seconds": step.vllm_schedule_seconds}
+                   "vllm_schedule_seconds": step.vllm_schedule_seconds,
+                   # Why a budget was what it was: the slowdown learnt when it was sized.
+                   "budget": step.budget, "slowdown": step.slowdown}
             self._step_log.write(json.dumps(row) + "\n")
             self._step_log.flush()
         return result
