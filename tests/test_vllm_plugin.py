@@ -56,14 +56,19 @@ def test_lp_queue_serves_shortest_prompt_first(vllm_types):
         q.remove_request(reqs[30])
 
 
+def _three_deadlines(vllm_types) -> tuple:
+    """Requests whose shortest-first and earliest-deadline-first orders differ."""
+    a = _request(vllm_types, "a", 10, ascendra_arrival=100.0, ttft_slo=9.0)  # deadline 109
+    b = _request(vllm_types, "b", 50, ascendra_arrival=101.0, ttft_slo=2.0)  # deadline 103
+    c = _request(vllm_types, "c", 30, ascendra_arrival=99.0, ttft_slo=5.0)  # deadline 104
+    return a, b, c
+
+
 def test_hp_queue_serves_earliest_deadline_first(vllm_types):
     from ascendra.core.policies.ascendra_hp import AscendraHPScheduler
 
     q = _queue(AscendraHPScheduler)
-    a = _request(vllm_types, "a", 10, ascendra_arrival=100.0, ttft_slo=9.0)  # deadline 109
-    b = _request(vllm_types, "b", 50, ascendra_arrival=101.0, ttft_slo=2.0)  # deadline 103
-    c = _request(vllm_types, "c", 30, ascendra_arrival=99.0, ttft_slo=5.0)  # deadline 104
-    for r in (a, b, c):
+    for r in _three_deadlines(vllm_types):
         q.add_request(r)
     q.begin_step(100.0, 1.0)
     assert [r.request_id for r in q] == ["b", "c", "a"]
@@ -74,9 +79,7 @@ def test_a_role_change_reorders_the_same_waiting_requests(vllm_types):
     from ascendra.core.policies.ascendra_lp import AscendraLPScheduler
 
     q = _queue(AscendraLPScheduler)
-    a = _request(vllm_types, "a", 10, ascendra_arrival=100.0, ttft_slo=9.0)  # deadline 109
-    b = _request(vllm_types, "b", 50, ascendra_arrival=101.0, ttft_slo=2.0)  # deadline 103
-    c = _request(vllm_types, "c", 30, ascendra_arrival=99.0, ttft_slo=5.0)  # deadline 104
+    a, b, c = _three_deadlines(vllm_types)
     for r in (a, b, c):
         q.add_request(r)
     q.begin_step(100.0, 1.0)
