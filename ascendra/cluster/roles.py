@@ -3,8 +3,9 @@
 A static split wastes its HP instances when nothing can be saved by moving it, and starves them
 when much can. The router already measures both at every offload check: whether an LP instance
 holds requests projected to miss their TTFT deadline ("pressure"), whether the HP instances have
-prompt work ("busy"), and how many at-risk requests no HP instance could take ("refused"). This
-rule integrates those over a window of a few TTFT SLOs and moves one instance at a time:
+requests waiting to start ("busy": a queue, not just a prompt in progress), and how many at-risk
+requests no HP instance could take ("refused"). This rule integrates those over a window of a few
+TTFT SLOs and moves one instance at a time:
 
 - **HP -> LP** when the LP pool was under pressure for most of the window while the HP pool sat
   mostly idle: what is late there cannot be saved by an HP instance (too long, or too many), so the
@@ -35,7 +36,7 @@ class RoleRuleConfig:
     window_slos: float = 4.0  # a window lasts this many mean TTFT SLOs of the requests seen
     pressure_high: float = 0.5  # LP pool under pressure this share of the window: overloaded
     pressure_low: float = 0.1  # ... at most this share: calm
-    busy_low: float = 0.25  # HP pool with prompt work at most this share of the window: idle
+    busy_low: float = 0.25  # HP pool with requests waiting at most this share of the window: idle
     busy_high: float = 0.75  # ... at least this share: saturated
     min_refused: int = 2  # at-risk requests no HP instance admitted, in one window
     slo_gain: float = 0.05  # weight of each new request in the mean TTFT SLO
@@ -46,7 +47,7 @@ class PoolSample:
     """What the router measured at one offload check."""
 
     lp_pressure: float  # share of live LP instances holding requests projected to miss TTFT
-    hp_busy: float  # share of live HP instances with prompts waiting or partly computed
+    hp_busy: float  # share of live HP instances with requests waiting to start
     refused: int  # at-risk requests that no HP instance admitted, since the previous sample
 
 
