@@ -425,7 +425,8 @@ def derive(data: Path, out: Path, n: int, seed: int) -> None:
                 "seed": seed,
             },
         )
-        Profile(pm, KVCapacity(blocks, 16, m.max_model_len)).save(out / f"{name}.json")
+        capacity = KVCapacity(blocks, 16, m.max_model_len, mem["kv_bytes_per_token"])
+        Profile(pm, capacity).save(out / f"{name}.json")
         in_range = [t for t in lin.tokens if t <= m.max_chunk]  # the fit saw batches up to max_chunk tokens
         pred = [pm.predict(BatchShape(num_tokens=int(t), num_seqs=1)) for t in in_range]
         print(

@@ -10,6 +10,7 @@ from tqdm import tqdm
 from ascendra.core.config import KVCapacity
 from ascendra.engine.factory import DTYPES
 from ascendra.metrics import format_table
+from ascendra.model.config import DTYPE_BYTES
 from ascendra.profiles import Profile
 
 
@@ -115,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
         f"{100 * (perf.heldout_mape or 0):.1f}%  (knees {perf.knees} tokens); spread (sd of "
         f"log measured/predicted, which the simulator draws iteration noise from) {perf.spread:.3f}"
     )
-    Profile(perf, KVCapacity(args.num_blocks, args.block_size, cfg.max_position_embeddings)).save(args.out)
+    kv_bytes = cfg.kv_bytes_per_token(DTYPE_BYTES[args.dtype])
+    capacity = KVCapacity(args.num_blocks, args.block_size, cfg.max_position_embeddings, kv_bytes)
+    Profile(perf, capacity).save(args.out)
     print(f"profile written to {args.out}")
     return 0
 

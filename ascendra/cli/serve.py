@@ -12,8 +12,9 @@ from ascendra.cli import serve_vllm
 from ascendra.cluster.system import SYSTEMS, SystemConfig
 from ascendra.core import default_slo
 from ascendra.core.config import KVCapacity
+from ascendra.core.kv_transfer import LINKS
 from ascendra.engine.factory import DTYPES, InstanceSpec, load_model_info, resolve_dtype, resolve_perf_model
-from ascendra.model.config import kv_blocks_for_memory
+from ascendra.model.config import DTYPE_BYTES, kv_blocks_for_memory
 from ascendra.runtime.live.state import LiveConfig
 
 
@@ -56,6 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ascendra: roles follow the load: an HP instance serves as LP while the LP pool "
                    "is late beyond its help, and back (--hp-instances is the split at rest) "
                    "(default: a static split)")
+    p.add_argument("--migration", metavar="LINK", choices=sorted(LINKS), default=None,
+                   help="ascendra: running requests move to another instance with their KV when the "
+                   "move pays, the transfer charged at LINK's bandwidth: " + ", ".join(sorted(LINKS))
+                   + " (default: only requests that have not started move)")
     p.add_argument("--token-budget", type=int, default=None,
                    help="max tokens per iteration (default: vllm the context, sarathi 512, ascendra "
                    "up to 8192)")
@@ -166,7 +171,8 @@ def build_server_config(args: argparse.Namespace):  # -> ascendra.server.app.Ser
     num_blocks = args.num_blocks or kv_blocks_for_memory(info.config, kv_memory, args.block_size, dtype)
     max_model_len = min(info.max_model_len, serve_vllm.VLLM_MAX_MODEL_LEN) if args.engine == "vllm" \
         else info.max_model_len
-    capacity = KVCapacity(num_blocks, args.block_size, max_model_len)
+    capacity = KVCapacity(num_blocks, args.block_size, max_model_len,
+                          info.config.kv_bytes_per_token(DTYPE_BYTES[dtype]))
     profile = args.profile or serve_vllm.default_profile(args, info)
     perf, source = resolve_perf_model(profile, info, args.device)
     num_hp = args.hp_instances if args.system == "ascendra" else 0
@@ -176,7 +182,8 @@ def build_server_config(args: argparse.Namespace):  # -> ascendra.server.app.Ser
                           token_budget=args.token_budget, max_num_seqs=args.max_num_seqs,
                           protected_ttft=args.ttft_slo_ms / 1e3, protected_tbt=args.tbt_slo_ms / 1e3,
                           protected_share=args.protected_prefill_share,
-                          adaptive_roles=args.adaptive_roles and args.system == "ascendra")
+                          adaptive_roles=args.adaptive_roles and args.system == "ascendra",
+                          kv_link=args.migration if args.system == "ascendra" else None)
     spec = InstanceSpec(model=args.model, dtype=args.dtype, device=args.device, num_blocks=num_blocks,
                         block_size=args.block_size, threads=args.threads_per_instance)
     live = LiveConfig(system, spec, perf, capacity, ray_address=args.ray_address,

@@ -9,6 +9,7 @@ from tqdm import tqdm
 from ascendra.cli.common import add_scenario_args, scenario_from
 from ascendra.cluster.router import RouterConfig
 from ascendra.cluster.system import SARATHI_BUDGET, SYSTEMS, SystemConfig
+from ascendra.core.kv_transfer import LINKS
 from ascendra.core.request import Request
 from ascendra.metrics import format_table, to_record, write_csv, write_json
 from ascendra.metrics.summary import summarize
@@ -44,6 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="ascendra: roles follow the load: an HP instance serves as LP while the LP pool "
                    "is late beyond its help, and back (--hp-instances is the split at rest) "
                    "(default: a static split)")
+    p.add_argument("--migration", metavar="LINK", choices=sorted(LINKS), default=None,
+                   help="ascendra: running requests move to another instance with their KV when the "
+                   "move pays, the transfer charged at LINK's bandwidth: " + ", ".join(sorted(LINKS))
+                   + " (default: only requests that have not started move)")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON (default: not written)")
     p.add_argument("--csv", metavar="PATH", help="write one row per request as CSV (default: not written)")
     add_scenario_args(p, num_requests=5000)
@@ -63,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         offload_margin=args.offload_margin,
         hp_dispatch_weight=args.hp_dispatch_weight,
         adaptive_roles=args.adaptive_roles and args.system == "ascendra",
+        kv_link=args.migration if args.system == "ascendra" else None,
     )
     requests = sc.requests(args.rate, args.seed)
     with tqdm(total=len(requests), desc=system.label(), unit="req") as bar:
@@ -76,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         **s.as_dict(),
         "offloads": result.num_offloads,
         "role_changes": result.num_role_changes,
+        "migrations": result.num_migrations,
         "preemptions": result.num_preemptions,
         "iterations": result.num_iterations,
         "wall_s": result.wall_seconds,
@@ -92,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         "tbt_p50",
         "tbt_p99",
         "offloads",
+        "migrations",
         "role_changes",
         "preemptions",
         "iterations",

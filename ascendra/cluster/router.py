@@ -13,10 +13,13 @@ from typing import Protocol
 
 import numpy as np
 
+from ascendra.cluster import migration
 from ascendra.cluster.arrival_window import ArrivalWindow
 from ascendra.cluster.first_tokens import attention_left, project
+from ascendra.cluster.migration import Migration
 from ascendra.cluster.roles import DEMOTE, PROMOTE, STAY, AdaptiveRoles, PoolSample
 from ascendra.core.config import SchedulerConfig
+from ascendra.core.kv_transfer import KVTransfer
 from ascendra.core.projection import QueueView, misses_deadline
 from ascendra.core.request import Request
 
@@ -37,6 +40,8 @@ class InstanceView(Protocol):
     def take_waiting(self, request: Request) -> bool: ...
     def add_request(self, request: Request) -> None: ...
     def change_policy(self, policy: type, config: SchedulerConfig) -> None: ...  # a role change
+    @property
+    def kv_room(self) -> int: ...  # tokens of KV a request moved here could bring (migration)
 
 
 @dataclass
@@ -59,6 +64,9 @@ class RouterConfig:
     # Roles follow the load (cluster/roles.py): HP instances become LP while the LP pool is late
     # beyond their help, and the other way under bursts. Needs `role_specs` on the Router.
     adaptive_roles: bool = False
+    # Running requests move with their KV over this link when the move pays (cluster/migration.py);
+    # None: only requests that have not started move.
+    migration: KVTransfer | None = None
 
 
 class Router:
@@ -88,6 +96,8 @@ class Router:
         self._refused = 0  # at-risk requests no HP instance admitted, since the last sample
         self._set_roles()
         self.num_offloads = 0
+        self.migrations: list[Migration] = []  # decided since the runtime last took them
+        self.num_migrations = 0
 
     def _set_roles(self) -> None:
         self.hp = [i for i, r in enumerate(self.roles) if r == Role.HP]
@@ -146,6 +156,10 @@ class Router:
         if not self._offloads_from[index]:
             return []
         moves = self._offload(index, now)
+        if self.config.migration is not None:
+            planned = migration.plan(self, index, now, self.config.migration)
+            self.migrations += planned
+            self.num_migrations += len(planned)
         if self.adaptive is not None:
             moves += self._to_idle(index)
             self._adapt(now)
@@ -256,6 +270,15 @@ class Router:
         self._at_risk[index] = False
         self._set_roles()
         self.role_changes.append((index, role))
+
+    def take_migrations(self) -> list[Migration]:
+        """The moves decided since the last call, for the runtime to carry out."""
+        moves, self.migrations = self.migrations, []
+        return moves
+
+    def admits(self, j: int, req: Request, now: float) -> float | None:
+        """`_admits` on instance j as it stands."""
+        return self._admits(self.instances[j].snapshot(), req, now)
 
     def _hp_for(self, req: Request, now: float, late_now: dict[int, int]) -> int | None:
         """The HP instance that admits `req` with the earliest projected first token."""

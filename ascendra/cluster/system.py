@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ascendra.cluster.router import Role, Router, RouterConfig
 from ascendra.core.block_manager import WATERMARK, BlockManager
 from ascendra.core.config import KVCapacity
+from ascendra.core.kv_transfer import KVTransfer
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.policies import POLICIES, make_scheduler
 from ascendra.core.scheduler import SchedulerConfig
@@ -45,6 +46,9 @@ class SystemConfig:
     protected_share: float = SchedulerConfig.protected_share
     # Ascendra: roles follow the load (cluster/roles.py); num_hp is then the split at rest.
     adaptive_roles: bool = False
+    # Ascendra: running requests move with their KV over this link when it pays (a name in
+    # core/kv_transfer.LINKS, or a KVTransfer); None: no migration.
+    kv_link: str | KVTransfer | None = None
 
     def __post_init__(self) -> None:
         if self.system not in SYSTEMS:
@@ -108,13 +112,20 @@ class SystemConfig:
         return {r: (POLICIES[self.policy(r)], self.scheduler_config(r, max_model_len))
                 for r in (Role.LP, Role.HP)}
 
-    def router_config(self) -> RouterConfig:
+    def router_config(self, capacity: KVCapacity | None = None) -> RouterConfig:
+        """The router's settings; `capacity` gives the KV bytes per token a migration moves."""
         adaptive = self.system == "ascendra" and self.adaptive_roles
+        link = self.kv_link if self.system == "ascendra" else None
+        if isinstance(link, str):
+            if capacity is None or not capacity.kv_bytes_per_token:
+                raise ValueError("migration needs the model's KV bytes per token (kv_bytes_per_token)")
+            link = KVTransfer.link(link, capacity.kv_bytes_per_token)
         return RouterConfig(
             offload=self.system == "ascendra" and (self.num_hp > 0 or adaptive),
             offload_margin=self.offload_margin,
             hp_dispatch_weight=self.hp_dispatch_weight if self.num_hp or adaptive else math.inf,
             adaptive_roles=adaptive,
+            migration=link,
         )
 
     def label(self) -> str:
@@ -124,6 +135,8 @@ class SystemConfig:
             return f"sarathi(budget={self.token_budget or SARATHI_BUDGET})"
         split = f"{self.num_instances - self.num_hp}LP:{self.num_hp}HP"
         adaptive = ",adaptive" if self.adaptive_roles else ""
+        if self.kv_link is not None:
+            adaptive += f",migrate={self.kv_link if isinstance(self.kv_link, str) else 'custom'}"
         return f"ascendra({split},margin={self.offload_margin}{adaptive})"
 
 
@@ -150,5 +163,6 @@ def build_cluster(
         )
         for i, role in enumerate(roles)
     ]
-    router = Router(list(instances), roles, config.router_config(), config.role_specs(capacity.max_model_len))
+    router = Router(list(instances), roles, config.router_config(capacity),
+                    config.role_specs(capacity.max_model_len))
     return instances, router

@@ -35,6 +35,11 @@ class BlockManager:
     def usage(self) -> float:
         return 1.0 - len(self._free) / self.num_blocks
 
+    def room(self) -> int:
+        """Tokens a new admission could take now (its blocks beyond the watermark): what the router
+        reads before moving a request with its KV here."""
+        return max(0, len(self._free) - self.watermark_blocks) * self.block_size
+
     def allocate_slots(self, request: Request, num_new_tokens: int) -> bool:
         """Grow the request's block table to hold its next `num_new_tokens` tokens. False, with
         nothing allocated, when they do not fit; a request holding no blocks yet is a new admission

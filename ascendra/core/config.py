@@ -44,6 +44,8 @@ class KVCapacity:
     num_kv_blocks: int = 4096
     block_size: int = 16
     max_model_len: int = 4096
+    # KV bytes of one token over all layers (what migrating a request moves); 0: not known.
+    kv_bytes_per_token: int = 0
 
     @property
     def max_request_tokens(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -136,6 +136,7 @@ class QueueView:
     decode_context: int
     min_tbt: float | None
     projection: Projection | None  # None when the instance has no performance model
+    decodes: list[Request] = field(default_factory=list)  # the running decodes (for migration)
     _rate: PrefillRate | None = None
 
     def prefill_rate(self) -> PrefillRate:

@@ -124,6 +124,42 @@ class Scheduler:
         self._pending_ttft.remove(request.slo.ttft)
         return True
 
+    def take_running(self, request: Request) -> bool:
+        """Hand over a running request with everything computed, for migration: it leaves the
+        running set and its blocks are freed (the executor has copied their KV out first); its
+        token counts and outputs travel with it. False if it is not running here."""
+        if request.status is not RequestStatus.RUNNING or request not in self.running:
+            return False
+        self.running.remove(request)
+        if not request.is_decode:
+            self.pending_prefill_tokens -= request.num_remaining_prefill
+        if not request.output_token_ids:
+            self._pending_ttft.remove(request.slo.ttft)
+        self.block_manager.free(request)
+        return True
+
+    def add_migrated(self, request: Request, with_kv: bool) -> bool:
+        """Take in a migrated request. `with_kv`: its computed tokens' KV is coming, and it runs on
+        from where it was, in blocks allocated here (the executor copies the KV into them). Without
+        the KV, or without room for it, it waits as a preempted request does, to recompute its
+        tokens: no token is lost either way. Returns whether it kept its KV."""
+        request.block_ids = []
+        if (with_kv and len(self.running) < self.config.max_num_seqs
+                and self.block_manager.allocate_slots(request, 0)):
+            request.status = RequestStatus.RUNNING
+            self.running.append(request)
+            if not request.is_decode:
+                self.pending_prefill_tokens += request.num_remaining_prefill
+            if not request.output_token_ids:
+                self._pending_ttft.add(request.slo.ttft)
+            return True
+        request.num_computed_tokens = 0
+        request.is_decode = False
+        if not request.output_token_ids:
+            self._pending_ttft.add(request.slo.ttft)  # add_request counts only requests not started
+        self.add_request(request)
+        return False
+
     def finish(self, request: Request, status: RequestStatus, reason: str | None = None) -> None:
         """End a request from outside `update`: abort, stop string, failure. Frees its blocks."""
         if request.status is RequestStatus.WAITING:
@@ -301,18 +337,20 @@ class Scheduler:
 
     def snapshot(self) -> QueueView:
         prefilling: list[Request] = []
-        num_decodes = ctx = 0
+        decodes: list[Request] = []
+        ctx = 0
         min_tbt = None
         for r in self.running:
             if r.is_decode:
-                num_decodes += 1
+                decodes.append(r)
                 ctx += r.num_computed_tokens + 1
                 if min_tbt is None or r.slo.tbt < min_tbt:
                     min_tbt = r.slo.tbt
             else:
                 prefilling.append(r)
         q = self.waiting
-        return QueueView(q.as_list(), q.columns, prefilling, num_decodes, ctx, min_tbt, self.projection())
+        return QueueView(q.as_list(), q.columns, prefilling, len(decodes), ctx, min_tbt, self.projection(),
+                         decodes)
 
 
 def learnt_slowdown(slowdown: float, elapsed: float, predicted: float) -> float:

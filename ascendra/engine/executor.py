@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ascendra.core.batch import ScheduledBatch
+from ascendra.core.request import Request
 
 
 @dataclass(slots=True)
@@ -25,6 +26,24 @@ class ExecuteOutput:
     duration: float | None = None  # simulated seconds; None when the clock measured it
 
 
+@dataclass(slots=True)
+class KVState:
+    """What a migrated request takes along from its executor: its computed tokens' KV blocks and
+    its sampler's state, as plain bytes with their dtype and shape (it crosses a socket: checked
+    on arrival, never unpickled). None of a simulated request: its transfer is modelled."""
+
+    dtype: str  # torch dtype name: "bfloat16", "float32", ...
+    layout: str  # the KV cache layout (model/kv_cache.py)
+    shape: list[int]  # [layers, 2 (K, V), blocks, *one block's shape]
+    data: bytes
+    generator: bytes | None = None  # the request's sampling generator state (seeded sampling)
+
+
 class Executor(Protocol):
     def execute(self, batch: ScheduledBatch) -> ExecuteOutput: ...
     def release(self, request_id: str) -> None: ...  # forget a finished request's state
+    # Migration: the request's state out of this executor (before its blocks are freed), and into
+    # another's blocks (after they are allocated); import raises ValueError on a state that does
+    # not fit this executor.
+    def export_kv(self, request: Request) -> KVState | None: ...
+    def import_kv(self, request: Request, state: KVState | None) -> None: ...

@@ -19,7 +19,7 @@ from ascendra.core.iteration_stats import IterationStats
 from ascendra.core.projection import QueueView
 from ascendra.core.request import Request, RequestStatus
 from ascendra.core.scheduler import Scheduler
-from ascendra.engine.executor import ExecuteOutput, Executor
+from ascendra.engine.executor import ExecuteOutput, Executor, KVState
 
 
 class Detokenizer(Protocol):
@@ -44,6 +44,15 @@ class RequestOutput:
     num_prompt_tokens: int = 0
     num_output_tokens: int = 0
     token_time: float | None = None
+
+
+@dataclass
+class Migrated:
+    """A running request on its way to another instance, with what its source held for it."""
+
+    request: Request
+    kv: KVState | None  # None in simulation: the transfer is modelled
+    text_sent: int = 0  # characters of its text already streamed
 
 
 @dataclass
@@ -90,6 +99,10 @@ class Instance:
     def snapshot(self) -> QueueView:
         return self.scheduler.snapshot()
 
+    @property
+    def kv_room(self) -> int:
+        return self.scheduler.block_manager.room()
+
     def change_policy(self, policy: type, config: SchedulerConfig) -> None:
         """A role change: see `Scheduler.change_policy`."""
         self.scheduler.change_policy(policy, config)
@@ -124,6 +137,44 @@ class Instance:
             return False
         del self.requests[request.request_id]
         self._drop(request)
+        return True
+
+    def migrate_out(self, request_id: str) -> Migrated | None:
+        """Hand over a running request with its KV, for migration (None if it is not running
+        here): its KV is copied out, then its blocks are freed."""
+        req = self.requests.get(request_id)
+        if req is None or req.status is not RequestStatus.RUNNING:
+            return None
+        kv = self.executor.export_kv(req)
+        if not self.scheduler.take_running(req):
+            return None
+        del self.requests[request_id]
+        st = self._text.get(request_id)
+        self._drop(req)
+        return Migrated(req, kv, 0 if st is None else st.sent)
+
+    def migrate_in(self, moved: Migrated) -> bool:
+        """Take over a migrated request where its source left it: with its KV copied into blocks
+        allocated here, or, when they do not fit or the KV does not fit this executor, as a
+        preempted request that recomputes its tokens. Its stream goes on where the source stopped
+        (`text_sent`). Returns whether it kept its KV."""
+        req = moved.request
+        if req.request_id in self.requests:
+            raise ValueError(f"request id {req.request_id!r} is already in use")
+        self.requests[req.request_id] = req
+        if self.detokenizer is not None:
+            st = self._text[req.request_id] = _TextState(self.detokenizer(req))
+            for tok in req.output_token_ids:  # the text so far, as the source built it
+                st.text += st.detok.push(tok)
+            st.sent = moved.text_sent
+        if not self.scheduler.add_migrated(req, with_kv=True):
+            return False  # no room here: it waits to recompute
+        try:
+            self.executor.import_kv(req, moved.kv)
+        except ValueError:
+            self.scheduler.take_running(req)  # frees the blocks; it recomputes instead
+            self.scheduler.add_migrated(req, with_kv=False)
+            return False
         return True
 
     def has_unfinished(self) -> bool:

@@ -8,7 +8,8 @@ import random
 from ascendra.core.batch import ScheduledBatch
 from ascendra.core.iteration_stats import IterationNoise
 from ascendra.core.perf_model import PerfModel
-from ascendra.engine.executor import ExecuteOutput
+from ascendra.core.request import Request
+from ascendra.engine.executor import ExecuteOutput, KVState
 
 
 class SimExecutor:
@@ -45,3 +46,9 @@ class SimExecutor:
 
     def release(self, request_id: str) -> None:
         pass  # no per-request state
+
+    def export_kv(self, request: Request) -> KVState | None:
+        return None  # nothing to copy: the simulator charges the transfer's modelled time
+
+    def import_kv(self, request: Request, state: KVState | None) -> None:
+        pass

@@ -7,11 +7,13 @@ generator) lives here until `release`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ascendra.core.batch import ScheduledBatch
 from ascendra.core.request import Request
-from ascendra.engine.executor import ExecuteOutput
+from ascendra.engine.executor import ExecuteOutput, KVState
 from ascendra.model.attention import SeqChunk, build_metadata
 from ascendra.model.attn_backends import make_attention
 from ascendra.model.config import ModelConfig
@@ -124,6 +126,56 @@ class TorchExecutor:
         """Forget a finished or aborted request's sampling state."""
         self._generators.pop(request_id, None)
 
+    # ---- migration --------------------------------------------------------------------------
+
+    def export_kv(self, request: Request) -> KVState:
+        """The KV of `request`'s computed tokens (the blocks that hold them) and its sampler state,
+        as bytes."""
+        kv = self._blocks(request)
+        kv = torch.stack([torch.stack([k.index_select(0, kv), v.index_select(0, kv)])
+                          for k, v in zip(self.kv_cache.k, self.kv_cache.v, strict=True)]).cpu().contiguous()
+        gen = self._generators.get(request.request_id)
+        return KVState(_dtype_name(self.dtype), self.kv_cache.layout, list(kv.shape),
+                       kv.view(torch.uint8).numpy().tobytes(),
+                       None if gen is None else gen.get_state().numpy().tobytes())
+
+    def import_kv(self, request: Request, state: KVState | None) -> None:
+        """Copy a migrated request's KV into the blocks allocated for it here, after checking that
+        the bytes are what this cache holds: dtype, layout, shape and size. Its sampler state is
+        taken first: a request whose KV is refused recomputes, and samples on as it would have."""
+        if state is None:
+            raise ValueError(f"request {request.request_id}: no KV came with it")
+        rid = request.request_id
+        if isinstance(state.generator, bytes):  # seeded sampling goes on where it was
+            gen = torch.Generator(device=self.device)
+            try:
+                gen.set_state(torch.frombuffer(bytearray(state.generator), dtype=torch.uint8))
+            except RuntimeError as e:
+                raise ValueError(f"request {rid}: its sampler state does not fit: {e}") from None
+            self._generators[rid] = gen
+        ids = self._blocks(request)
+        expected = [self.config.num_layers, 2, len(ids), *self.kv_cache.k[0].shape[1:]]
+        dtype, layout = self.dtype, self.kv_cache.layout
+        if state.dtype != _dtype_name(dtype) or state.layout != layout or state.shape != expected:
+            raise ValueError(f"request {rid}: KV of {state.dtype} {state.layout} {state.shape} does not "
+                             f"fit this cache ({_dtype_name(dtype)} {layout} {expected})")
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if not isinstance(state.data, bytes) or len(state.data) != math.prod(expected) * itemsize:
+            raise ValueError(f"request {rid}: KV data of {type(state.data).__name__} {len(state.data)} long "
+                             f"for shape {expected}")
+        raw = torch.frombuffer(bytearray(state.data), dtype=torch.uint8)
+        kv = raw.view(dtype).view(expected).to(self.device)
+        for layer, (k, v) in enumerate(zip(self.kv_cache.k, self.kv_cache.v, strict=True)):
+            k.index_copy_(0, ids, kv[layer, 0])
+            v.index_copy_(0, ids, kv[layer, 1])
+
+    def _blocks(self, request: Request) -> torch.Tensor:
+        """The block ids holding `request`'s computed tokens."""
+        n = -(-request.num_computed_tokens // self.block_size)
+        if len(request.block_ids) < n:
+            raise ValueError(f"request {request.request_id} holds {len(request.block_ids)} blocks, needs {n}")
+        return torch.tensor(request.block_ids[:n], dtype=torch.long, device=self.device)
+
     @staticmethod
     def _params(params: object) -> SamplingParams:
         if params is None:
@@ -137,6 +189,10 @@ class TorchExecutor:
         if gen is None:
             gen = self._generators[request_id] = make_generator(params.seed, self.device)
         return gen
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _token_slice(req: Request, start: int, n: int) -> list[int]:

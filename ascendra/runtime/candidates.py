@@ -4,7 +4,8 @@ one (highest capacity at the strictest target) stands for it.
 Baselines are swept over their own knobs, so Ascendra is compared with them at their best. The
 Ascendra columns form an ablation: `lp-only` (every instance ascendra-lp: the out-of-order policy
 alone, no HP pool, no offload), `ascendra` (the best static LP:HP split with offloading) and
-`adaptive` (the same splits at rest, roles following the load: cluster/roles.py). Adding a variant
+`adaptive` (the same splits at rest, roles following the load: cluster/roles.py) and `migrate`
+(adaptive, plus running requests moved with their KV: cluster/migration.py). Adding a variant
 is one entry in CANDIDATES.
 """
 
@@ -33,10 +34,12 @@ def _sarathi(n: int, sweep: bool, ctx: int) -> list[SystemConfig]:
     return [SystemConfig("sarathi", n, token_budget=b) for b in budgets]
 
 
-def static_splits(n: int, hp: list[int] | None = None, adaptive: bool = False) -> list[SystemConfig]:
+def static_splits(n: int, hp: list[int] | None = None, adaptive: bool = False,
+                  kv_link: str | None = None) -> list[SystemConfig]:
     """Ascendra with each static number of HP instances in `hp` (default 1 to half the instances);
-    with `adaptive`, that many at rest, roles following the load."""
-    return [SystemConfig("ascendra", n, num_hp=h, adaptive_roles=adaptive)
+    with `adaptive`, that many at rest, roles following the load; with `kv_link`, running requests
+    migrating over it."""
+    return [SystemConfig("ascendra", n, num_hp=h, adaptive_roles=adaptive, kv_link=kv_link)
             for h in (hp or range(1, max(1, n // 2) + 1))]
 
 
@@ -46,6 +49,8 @@ CANDIDATES: dict[str, Candidates] = {
     LP_ONLY: lambda n, sweep, ctx: [SystemConfig("ascendra", n, num_hp=0)],
     "ascendra": lambda n, sweep, ctx: static_splits(n),
     "adaptive": lambda n, sweep, ctx: static_splits(n, adaptive=True),
+    # The GPU profiles' instances are GPUs of one node: PCIe between them, the slower common link.
+    "migrate": lambda n, sweep, ctx: static_splits(n, adaptive=True, kv_link="pcie4"),
 }
 
 

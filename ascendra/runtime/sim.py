@@ -10,6 +10,7 @@ placeholders: a simulated request ends when it reaches its trace output length.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from ascendra.core.iteration_stats import IterationNoise
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.request import Request, RequestStatus
 from ascendra.engine.executor import ExecuteOutput
+from ascendra.engine.instance import Migrated
 from ascendra.engine.sim_executor import SimExecutor
 
 
@@ -34,6 +36,7 @@ class SimResult:
     num_offloads: int
     num_preemptions: int
     num_role_changes: int
+    num_migrations: int
     instance_of: list[int]  # where each request finished (after any offload)
 
 
@@ -75,10 +78,26 @@ def simulate(
         num_iterations += 1
         heapq.heappush(heap, (now + out.duration, i))
 
+    # Migrations in flight: (landing time, order, target, the request with what it carries).
+    landings: list[tuple[float, int, int, Migrated]] = []
+    migrating = router.config.migration is not None
+    order = itertools.count()
+
+    def migrate(now: float) -> None:
+        for mv in router.take_migrations():
+            moved = instances[mv.source].migrate_out(mv.request.request_id)
+            if moved is not None:
+                heapq.heappush(landings, (now + mv.seconds, next(order), mv.target, moved))
+
     a, n = 0, len(arrivals)
-    while a < n or heap:
+    while a < n or heap or landings:
         next_arrival = arrivals[a].arrival_time if a < n else math.inf
-        if heap and heap[0][0] <= next_arrival:
+        if landings and landings[0][0] <= min(next_arrival, heap[0][0] if heap else math.inf):
+            now, _, j, moved = heapq.heappop(landings)
+            instances[j].migrate_in(moved)
+            if batches[j] is None:
+                start(j, now)
+        elif heap and heap[0][0] <= next_arrival:
             now, i = heapq.heappop(heap)
             finished = instances[i].complete_iteration(batches[i], outputs[i], now)[0]
             for r in finished:
@@ -89,6 +108,8 @@ def simulate(
                 for _, h in router.offload(i, now):
                     if batches[h] is None:
                         start(h, now)
+                if migrating:
+                    migrate(now)
             start(i, now)
         else:
             req = arrivals[a]
@@ -115,5 +136,6 @@ def simulate(
         num_offloads=router.num_offloads,
         num_preemptions=sum(inst.scheduler.num_preemptions for inst in instances),
         num_role_changes=router.adaptive.num_changes if router.adaptive is not None else 0,
+        num_migrations=router.num_migrations,
         instance_of=[instance_of.get(id(r), -1) for r in requests],
     )

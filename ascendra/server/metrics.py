@@ -30,6 +30,8 @@ class ServerMetrics(ClusterObserver):
                                 registry=r)
         self.offloads = Counter("ascendra_offloads", "Requests moved from an LP to an HP instance",
                                 registry=r)
+        self.migrations = Counter("ascendra_migrations", "Running requests moved to another instance "
+                                  "with their KV", registry=r)
         self.role_changes = Counter("ascendra_role_changes", "Instances that changed role (adaptive "
                                     "roles), by the role taken", ["role"], registry=r)
         self.reroutes = Counter("ascendra_reroutes", "Requests re-dispatched after their instance died",
@@ -160,6 +162,9 @@ class ServerMetrics(ClusterObserver):
 
     def on_offload(self) -> None:
         self.offloads.inc()
+
+    def on_migration(self) -> None:
+        self.migrations.inc()
 
     def on_reroute(self) -> None:
         self.reroutes.inc()

@@ -26,6 +26,7 @@ from ascendra.engine.factory import InstanceSpec
 from ascendra.engine.instance import RequestOutput
 from ascendra.runtime.live import messages as m
 from ascendra.runtime.live.launcher import init_ray, restore_signal_handlers
+from ascendra.runtime.live.migrations import LiveMigrations
 from ascendra.runtime.live.remote_view import RemoteInstanceView
 from ascendra.runtime.live.state import ClusterObserver, LiveConfig, Tracked, WorkerState
 from ascendra.runtime.live.supervisor import Supervisor
@@ -54,9 +55,9 @@ class LiveCluster:
             specs.append(InstanceSpec(**{
                 **config.spec.__dict__, "policy": policy, "scheduler": sched_cfg,
                 "perf_model": config.perf_model,
-                "await_offload_check": sysc.router_config().offload and role == Role.LP,
+                "await_offload_check": sysc.router_config(config.capacity).offload and role == Role.LP,
             }))
-        self.router = Router(list(self.views), roles, sysc.router_config(),
+        self.router = Router(list(self.views), roles, sysc.router_config(config.capacity),
                              sysc.role_specs(config.capacity.max_model_len))
         self.supervisor = Supervisor(config, specs, roles, self.observer, self._on_dead, self._on_alive)
         # The workers' proof that a frame is theirs (see wire.py): drawn per launch, or the
@@ -64,6 +65,7 @@ class LiveCluster:
         self._secret = config.secret or new_secret()
         self.transport = ServerTransport(self._secret)
         self._offloads: dict[str, int] = {}  # request id -> HP index, while the steal is in flight
+        self.migrations = LiveMigrations(self)
         # vLLM engines take requests over their OpenAI API, one stream each; ours over the socket.
         self.vllm: VLLMRequests | None = None
         self._seq = 0
@@ -201,6 +203,7 @@ class LiveCluster:
         self.tracked.pop(rid, None)
         self.mirrors.pop(rid, None)
         self._offloads.pop(rid, None)
+        self.migrations.forget(rid)
         for v in self.views:
             v.forget(rid)
 
@@ -261,11 +264,14 @@ class LiveCluster:
         for out in rep.outputs:
             self._deliver_from(i, out)
         self._settle_steals(rep, now)
+        self.migrations.settle(rep)
         self.views[i].update(rep.snapshot, rep.acked_seq, [rid for rid, _ in rep.received])
         self.observer.on_report(w, rep.snapshot)
         for req, target in self.router.offload(i, now):
             self._offloads[req.request_id] = target
             self._send(i, m.Steal(self._next_seq(), req.request_id))
+        for mv in self.router.take_migrations():
+            self.migrations.start(mv.request.request_id, mv.target)
         self._apply_role_changes()
         if rep.awaits_check:
             self._send(i, m.Checked(self._next_seq(), rep.number))
@@ -330,6 +336,7 @@ class LiveCluster:
             t for t in self.tracked.values() if t.instance == i or self._offloads.get(t.add.request_id) == i
         ]:
             self._offloads.pop(tr.add.request_id, None)
+            self.migrations.forget(tr.add.request_id)
             for v in self.views:
                 v.forget(tr.add.request_id)
             if self.vllm is not None:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from ascendra.core.config import SchedulerConfig
 from ascendra.core.iteration_stats import IterationStats, Moments
 from ascendra.core.request import SLO, Request
-from ascendra.engine.instance import RequestOutput
+from ascendra.engine.executor import KVState
+from ascendra.engine.instance import Migrated, RequestOutput
 from ascendra.model.sampling import SamplingParams
 from ascendra.runtime.live.wire import Codec
 
@@ -84,6 +85,47 @@ class ChangeRole:
 
 
 @dataclass(slots=True)
+class Migrate:
+    """Hand over this running request with its KV (a migration: cluster/migration.py)."""
+
+    seq: int
+    request_id: str
+
+
+@dataclass(slots=True)
+class Moved:
+    """A running request as its source handed it over: where it stands, and its KV as bytes."""
+
+    request_id: str
+    output_token_ids: list[int]
+    num_computed_tokens: int
+    is_decode: bool
+    num_preemptions: int
+    text_sent: int  # characters of its text already streamed
+    kv: KVState | None  # None: too large for a frame, or not ours; the target recomputes
+
+    def to_migrated(self, add: AddRequest) -> Migrated:
+        """The engine's request again, on its target, where its source left it."""
+        req = add.to_request()
+        req.output_token_ids = list(self.output_token_ids)
+        req.num_computed_tokens, req.is_decode = self.num_computed_tokens, self.is_decode
+        req.num_preemptions, req.started = self.num_preemptions, True
+        if not 0 < req.num_computed_tokens <= req.num_tokens or req.num_output_tokens >= req.max_tokens:
+            raise ValueError(f"request {add.request_id}: {req.num_computed_tokens} of {req.num_tokens} "
+                             f"tokens computed, {req.num_output_tokens} of {req.max_tokens} sampled")
+        return Migrated(req, self.kv, self.text_sent)
+
+
+@dataclass(slots=True)
+class AddMigrated:
+    """Take over this request from another instance (`Moved`, from its source's report)."""
+
+    seq: int
+    add: AddRequest
+    moved: Moved
+
+
+@dataclass(slots=True)
 class Stop:
     seq: int
 
@@ -118,6 +160,8 @@ class Snapshot:
     min_ttft_slo: float | None = None
     slowdown: float = 1.0  # the worker scheduler's learnt measured/predicted iteration time
     iterations: IterationStats = field(default_factory=IterationStats)
+    decoding: list[str] = field(default_factory=list)  # the running decodes (migration candidates)
+    kv_room: int = 0  # tokens of KV a request migrated here could bring (BlockManager.room)
 
 
 @dataclass(slots=True)
@@ -136,6 +180,8 @@ class Report:
     outputs: list[RequestOutput] = field(default_factory=list)
     received: list[tuple[str, float]] = field(default_factory=list)  # (request id, time it arrived here)
     stolen: list[str] = field(default_factory=list)  # steals granted
+    migrated: list[Moved] = field(default_factory=list)  # migrations carried out
+    not_migrated: list[str] = field(default_factory=list)  # not running here any more
     refused: list[str] = field(default_factory=list)  # steals refused (started, finished or unknown)
     step_error: str | None = None
     number: int = 0  # reports this worker has sent, this one included
@@ -144,7 +190,8 @@ class Report:
 
 # The wire's whole vocabulary; the order is the wire's type codes (the same on both ends).
 WIRE_TYPES = (AddRequest, Abort, Steal, Checked, Stop, WaitingEntry, Snapshot, Hello, Report,
-              RequestOutput, SamplingParams, IterationStats, Moments, ChangeRole, SchedulerConfig)
+              RequestOutput, SamplingParams, IterationStats, Moments, ChangeRole, SchedulerConfig,
+              Migrate, Moved, AddMigrated, KVState)
 
 
 def codec(secret: bytes) -> Codec:

@@ -3,9 +3,9 @@
 It implements the router's `InstanceView` protocol, so the live server runs the very Router the
 simulator runs. The worker reports its waiting queue by request id; the view maps the ids to the
 server's own mirror `Request` objects (whose token counts it sets to match the report) and adds what
-the server sent since that report (adds in transit) or is taking away (steals in flight). Moves the
-router makes through the view are optimistic: the cluster sends the messages and corrects the view
-when a worker refuses a steal.
+the server sent since that report (adds in transit) or is taking away (steals and migrations in
+flight, `stealing`). Moves the router makes through the view are optimistic: the cluster sends the
+messages and corrects the view when a worker refuses a steal.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class RemoteInstanceView:
         self.pending_prefill_tokens = 0
         self._waiting = self._new_queue()
         self._prefilling: list[Request] = []
+        self._decodes: list[Request] = []
         self._now = projection  # the rule with the state the worker last reported, plus adds since
 
     # ---- InstanceView ------------------------------------------------------------------------
@@ -44,7 +45,11 @@ class RemoteInstanceView:
     def snapshot(self) -> QueueView:
         q, rep = self._waiting, self.report
         return QueueView(q.as_list(), q.columns, self._prefilling, rep.num_decodes, rep.decode_context,
-                         rep.min_tbt, self._now)
+                         rep.min_tbt, self._now, self._decodes)
+
+    @property
+    def kv_room(self) -> int:
+        return self.report.kv_room
 
     def take_waiting(self, request: Request) -> bool:
         rid = request.request_id
@@ -104,13 +109,18 @@ class RemoteInstanceView:
                 pending -= e.remaining
                 continue
             queue.push(req)
-        prefilling = []
+        prefilling, decodes = [], []
         for rid, remaining in report.prefilling:
             req = reqs.get(rid)
-            if req is not None:
+            if req is not None and rid not in self.stealing:  # (a migration in flight: leaving)
                 _set_remaining(req, remaining)
                 req.started = True
                 prefilling.append(req)
+        for rid in report.decoding:
+            req = reqs.get(rid)
+            if req is not None and rid not in self.stealing:
+                _set_remaining(req, 1)
+                decodes.append(req)
         # The worker's own state, as it plans with it: its learnt slowdown and the tightest TTFT
         # SLO it holds; adds still in transit will join that.
         projection = replace(self._projection, slowdown=report.slowdown, min_ttft_slo=report.min_ttft_slo)
@@ -118,7 +128,7 @@ class RemoteInstanceView:
             queue.push(req)
             pending += req.num_remaining_prefill
             projection = projection.with_ttft_slo(req.slo.ttft)
-        self._waiting, self._prefilling, self._now = queue, prefilling, projection
+        self._waiting, self._prefilling, self._decodes, self._now = queue, prefilling, decodes, projection
         self.pending_prefill_tokens = max(0, pending)
 
     def _new_queue(self) -> RequestQueue:

@@ -24,19 +24,24 @@ from ascendra.core.scheduler import Scheduler
 from ascendra.engine.factory import InstanceSpec, build_instance
 from ascendra.engine.instance import Instance, RequestOutput
 from ascendra.runtime.live import messages as m
-from ascendra.runtime.live.wire import BadMessage, Codec
+from ascendra.runtime.live.wire import MAX_FRAME_BYTES, BadMessage, Codec
 
 HEARTBEAT_S = 0.5  # an idle worker still reports this often, so the server can tell it is alive
 # Longest wait for the router's offload check after a report (a round trip takes ~1 ms): a slow
 # server delays the next iteration by at most this much, then the worker goes on without it.
 OFFLOAD_CHECK_WAIT_S = 0.025
+# A migrated request's KV travels in one report; past this (half a frame) it goes without, and its
+# target recomputes it.
+MAX_KV_BYTES = MAX_FRAME_BYTES // 2
 
 
 def snapshot_of(sched: Scheduler, num_steps: int = 0, iterations: IterationStats | None = None) -> m.Snapshot:
     bm = sched.block_manager
-    return wire_snapshot(sched.snapshot(), sched.pending_prefill_tokens, sched.num_running,
+    snap = wire_snapshot(sched.snapshot(), sched.pending_prefill_tokens, sched.num_running,
                          bm.num_blocks - bm.num_free_blocks, bm.num_blocks, sched.num_preemptions, num_steps,
                          sched.min_ttft_slo, sched.slowdown, iterations)
+    snap.kv_room = bm.room()  # our engine's KV can move here (a vLLM engine's reports leave it 0)
+    return snap
 
 
 def wire_snapshot(snap: QueueView, pending_prefill_tokens: int, num_running: int, blocks_used: int,
@@ -49,6 +54,7 @@ def wire_snapshot(snap: QueueView, pending_prefill_tokens: int, num_running: int
             for r in snap.waiting
         ],
         prefilling=[(r.request_id, r.num_remaining_prefill) for r in snap.prefilling],
+        decoding=[r.request_id for r in snap.decodes],
         num_decodes=snap.num_decodes,
         decode_context=snap.decode_context,
         min_tbt=snap.min_tbt,
@@ -122,7 +128,7 @@ class WorkerLoop:
             left = deadline - time.time()
             if left <= 0 or not self._drain(max(1, int(left * 1000))):
                 break
-        if self._report.stolen:
+        if self._report.stolen or self._report.migrated:
             self._send()  # hand the moved requests over now, not after the next iteration
 
     def _orphaned(self) -> bool:
@@ -170,6 +176,10 @@ class WorkerLoop:
             req = inst.requests.get(msg.request_id)
             taken = req is not None and inst.take_waiting(req)
             (rep.stolen if taken else rep.refused).append(msg.request_id)
+        elif isinstance(msg, m.Migrate):
+            self._migrate_out(msg.request_id)
+        elif isinstance(msg, m.AddMigrated):
+            self._migrate_in(msg)
         elif isinstance(msg, m.Checked):
             self.checked_report = max(self.checked_report, msg.report)
         elif isinstance(msg, m.ChangeRole):
@@ -177,6 +187,26 @@ class WorkerLoop:
             self.await_offload_check = msg.await_offload_check
         elif isinstance(msg, m.Stop):
             self.stopped = True
+
+    def _migrate_out(self, request_id: str) -> None:
+        moved = self.instance.migrate_out(request_id)
+        if moved is None:
+            self._report.not_migrated.append(request_id)
+            return
+        req, kv = moved.request, moved.kv
+        if kv is not None and len(kv.data) > MAX_KV_BYTES:
+            kv = None  # past what one frame carries: the target recomputes it
+        self._report.migrated.append(m.Moved(request_id, list(req.output_token_ids), req.num_computed_tokens,
+                                             req.is_decode, req.num_preemptions, moved.text_sent, kv))
+
+    def _migrate_in(self, msg: m.AddMigrated) -> None:
+        self._added_since_report = True
+        try:
+            self.instance.migrate_in(msg.moved.to_migrated(msg.add))
+        except ValueError as e:
+            self._report.outputs.append(RequestOutput(
+                msg.add.request_id, finished=True, finish_reason=RequestStatus.FINISHED_FAILED.value,
+                error=f"instance {self.index} could not take the migrated request: {e}"))
 
     def _step(self) -> bool:
         """Run one iteration; False when the scheduler chose no batch."""
