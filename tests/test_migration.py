@@ -254,3 +254,62 @@ def test_kv_that_does_not_fit_is_refused_and_the_request_recomputes_its_tokens(l
     moved, landed = _migrate_mid_run(live, spoil)
     assert moved == plain
     assert landed == {"r0": 0, "r1": 0}  # refused at the door, recomputed from their tokens
+
+
+@pytest.mark.slow
+def test_a_live_cluster_moves_a_streaming_request_and_its_stream_goes_on_unbroken():
+    """Real worker processes behind the live cluster: a request moved mid-stream with its KV keeps
+    streaming, with the tokens of the same request unmoved, and its source holds no block after."""
+    import asyncio
+    import time
+
+    from ascendra.core.config import KVCapacity
+    from ascendra.engine.factory import InstanceSpec
+    from ascendra.model.sampling import SamplingParams
+    from ascendra.profiles import load_profile
+    from ascendra.runtime.live import messages as m
+    from ascendra.runtime.live.cluster import LiveCluster
+    from ascendra.runtime.live.state import LiveConfig
+
+    perf = load_profile("cpu-smollm2").perf_model
+    config = LiveConfig(SystemConfig("ascendra", 2, num_hp=0), InstanceSpec(dtype="float32", num_blocks=64),
+                        perf, KVCapacity(64, 16, 2048))
+    n = 48  # tokens: enough that the request is still running when its move is asked for
+    params = SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True)
+    prompt = list(range(1000, 1050))
+
+    def add(rid: str) -> m.AddRequest:
+        return m.AddRequest(0, rid, time.time(), prompt, n, 5.0, 1.0, frozenset(), params)
+
+    async def tokens_of(tr, until: int | None = None) -> list[int]:
+        got: list[int] = []
+        while until is None or len(got) < until:
+            out = await asyncio.wait_for(tr.queue.get(), 120)
+            assert out.error is None, out.error
+            got += out.new_token_ids
+            if out.finished:
+                assert out.finish_reason == "length"
+                break
+        return got
+
+    async def main() -> tuple[list[int], list[int]]:
+        cluster = LiveCluster(config)
+        await cluster.start()
+        try:
+            tr = cluster.submit(add("moved"))
+            first = await tokens_of(tr, until=4)
+            source = tr.instance
+            assert cluster.migrations.start("moved", 1 - source)
+            moved = first + await tokens_of(tr)
+            assert tr.instance == 1 - source and cluster.migrations.num_migrations == 1
+            for _ in range(240):  # the source's next reports: nothing held there any more
+                if cluster.views[source].report.blocks_used == 0:
+                    break
+                await asyncio.sleep(0.25)
+            assert cluster.views[source].report.blocks_used == 0
+            return moved, await tokens_of(cluster.submit(add("unmoved")))
+        finally:
+            await cluster.shutdown()
+
+    moved, unmoved = asyncio.run(main())
+    assert len(moved) == n and moved == unmoved
