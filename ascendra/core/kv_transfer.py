@@ -11,7 +11,8 @@ Link figures, per direction, with their sources (what a 2-instance pair on one n
 - NVLink 3 on an A100 SXM4: 600 GB/s total, 300 GB/s per direction (NVIDIA A100 datasheet);
   `NVLINK3` assumes 250 GB/s reached.
 The latency covers the handshake and the block-table bookkeeping at both ends (a guess of 1 ms on
-GPUs, stated as one; live it is measured).
+GPUs, stated as one). `cpu-loopback` is measured: our live path between two worker processes on
+this machine.
 """
 
 from __future__ import annotations
@@ -47,4 +48,7 @@ class KVTransfer:
 LINKS: dict[str, tuple[float, float]] = {
     "pcie4": (25e9, 1e-3),
     "nvlink3": (250e9, 1e-3),
+    # Our live path on this CPU: copy out, signed msgpack, zmq IPC through the server, copy in
+    # (benchmarks/kv_migration.py; docs/benchmarks.md section 12).
+    "cpu-loopback": (75e6, 5e-3),
 }

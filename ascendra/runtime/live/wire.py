@@ -20,7 +20,9 @@ from typing import Any
 import msgpack
 
 TAG_BYTES = 32  # HMAC-SHA256
-MAX_FRAME_BYTES = 64 * 1024 * 1024  # a report of a full 256-sequence iteration is a few kB
+# A report of a full 256-sequence iteration is a few kB; one that hands a request over carries its
+# KV (SmolLM2 in float32: 46 kB per token, so 2,900 tokens in the half a frame a worker allows).
+MAX_FRAME_BYTES = 256 * 1024 * 1024
 
 
 class BadMessage(ValueError):
