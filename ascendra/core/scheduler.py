@@ -19,11 +19,7 @@ from ascendra.core.request import Request, RequestStatus
 from ascendra.core.ttft_slos import PendingTTFT
 
 SLOWDOWN_GAIN = 0.2  # weight of the newest iteration in the slowdown average
-SLOWDOWN_RANGE = (0.2, 10.0)  # the slowdown's own bounds
-# One wild measurement (a descheduled process) moves the slowdown only so far: an iteration counts
-# as at most this factor slower (or faster) than the slowdown so far, so one stall raises it by at
-# most GAIN x (STEP - 1) = 20%, and a lasting change is still learnt within a few iterations.
-SLOWDOWN_STEP = 2.0
+SLOWDOWN_RANGE = (0.2, 10.0)  # one wild measurement (a descheduled process) moves it only so far
 
 
 class Scheduler:
@@ -321,16 +317,10 @@ class Scheduler:
 
 def learnt_slowdown(slowdown: float, elapsed: float, predicted: float) -> float:
     """The slowdown after an iteration predicted at `predicted` seconds took `elapsed`: the one
-    rule, for our engine's scheduler and for the vLLM plugin alike.
-
-    Each measurement is bounded relative to the slowdown so far (`SLOWDOWN_STEP`). Bounded only by
-    `SLOWDOWN_RANGE`, one stall of 10x lifted a slowdown of 1.2 to 3.0, and the budgets sized with
-    it for the next ten or so iterations shrank to about a third while those iterations ran at about the
-    old ratio: live on vLLM engines at a load of 10, the steps sized at a slowdown over 2.5 ran a
-    median 1.05-1.9x the model with chunks of 7-18 tokens (docs/benchmarks.md section 10)."""
+    rule, for our engine's scheduler and for the vLLM plugin alike."""
     lo, hi = SLOWDOWN_RANGE
-    ratio = min(slowdown * SLOWDOWN_STEP, max(slowdown / SLOWDOWN_STEP, elapsed / predicted))
-    return min(hi, max(lo, slowdown + SLOWDOWN_GAIN * (ratio - slowdown)))
+    ratio = min(hi, max(lo, elapsed / predicted))
+    return slowdown + SLOWDOWN_GAIN * (ratio - slowdown)
 
 
 def decode_shape(num_decodes: int, decode_context: int) -> BatchShape:
