@@ -11,7 +11,8 @@ The systems (issue 17):
 
 Every system gets the same prompts, arrivals and goodput SLOs: Azure conv lengths (our fitted
 distribution) divided by --length-scale, as a `custom` dataset with random words per prompt and a
-fresh seed per run (vLLM's prefix cache must find nothing), Poisson arrivals at each --rate. The
+fresh seed per run (vLLM's prefix cache must find nothing; each system has engines of its own, so the
+systems share each run's dataset), Poisson arrivals at each --rate. The
 systems take turns run by run, the order alternating, so load from other jobs drifts over all
 alike. Per run: vLLM bench's goodput (TTFT and TPOT SLOs) and our attainment from its per-request
 TTFTs and ITLs. `--raw` adds a throughput run (no SLOs, --raw-concurrency at once).
@@ -198,6 +199,7 @@ def bench(
         "attainment": float(ok.mean()),
         "goodput": res.get("request_goodput"),
         "throughput": res["output_throughput"],
+        "total_throughput": res["total_token_throughput"],  # prompt and output tokens per second
         "ttft_p50": res["median_ttft_ms"],
         "ttft_p90": res.get("p90_ttft_ms"),
         "tpot_p50": res["median_tpot_ms"],
@@ -265,7 +267,8 @@ def main() -> None:
     ap.add_argument("--systems", default="A,B,C")
     ap.add_argument("--rates", default="1,2,3", help="Poisson request rates, req/s (default: %(default)s)")
     ap.add_argument("--num-prompts", type=int, default=80)
-    ap.add_argument("--repeats", type=int, default=1, help="runs per rate and system (default: %(default)s)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs per rate and system, and raw runs with --raw (default: %(default)s)")
     ap.add_argument("--ttft-slo-ms", type=float, default=2500)
     ap.add_argument("--tpot-slo-ms", type=float, default=250)
     ap.add_argument("--length-scale", type=float, default=4.0)
@@ -297,14 +300,17 @@ def main() -> None:
         seed = int(time.time()) % 100_000
         plan = [(float(r), k) for r in a.rates.split(",") if r for k in range(a.repeats)]
         if a.raw:
-            plan.append((0.0, 0))
+            plan += [(0.0, k) for k in range(a.repeats)]
         for j, (rate, k) in enumerate(plan):
             order = servers if j % 2 == 0 else servers[::-1]
+            # One dataset per run, the same for every system: a fresh seed for each system made the
+            # systems' prompt and output lengths differ by 10-25% per run, as much as the effects
+            # measured (docs/benchmarks.md section 10).
+            seed += 1
+            data = out / f"data_{seed}.jsonl"
+            write_dataset(data, a.num_prompts, seed, a.length_scale, a.max_model_len, tok)
             for s in order:
-                seed += 1
-                data = out / f"data_{seed}.jsonl"
-                write_dataset(data, a.num_prompts, seed, a.length_scale, a.max_model_len, tok)
-                tag = f"{s.name}_r{rate:g}_{k}" if rate else f"{s.name}_raw"
+                tag = f"{s.name}_r{rate:g}_{k}" if rate else f"{s.name}_raw" + (f"_{k}" if k else "")
                 try:
                     r = bench(s, a, data, rate or None, a.num_prompts, seed, out, tag, model,
                               None if rate else a.raw_concurrency)
