@@ -15,7 +15,7 @@ from ascendra.metrics import format_table, write_json
 from ascendra.metrics.capacity import SUSTAINED_MIN
 from ascendra.metrics.plot import plot_attainment
 from ascendra.runtime import recorded
-from ascendra.runtime.candidates import CANDIDATES, candidate_configs
+from ascendra.runtime.candidates import CANDIDATES, DEFAULT_COLUMNS, candidate_configs
 from ascendra.runtime.compare import SystemResult, compare, rows, summary_rows, tried_rows
 from ascendra.runtime.experiment import Scenario
 from ascendra.runtime.search import Plan
@@ -61,8 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "tried over their own knobs and compared at their best; --setting S1..S5 reproduces a "
         "documented setting.",
     )
-    p.add_argument("--systems", default=",".join(CANDIDATES), help="columns, comma-separated "
-                   "(default: %(default)s)")
+    p.add_argument("--systems", default=",".join(DEFAULT_COLUMNS), help="columns, comma-separated, "
+                   f"of {', '.join(CANDIDATES)} (default: %(default)s)")
     p.add_argument("--targets", help=f"attainment targets, comma-separated (default: {FULL.targets}; "
                    f"with --quick, {QUICK.targets})")
     p.add_argument("--seeds", type=int, help=f"how many seeds per rate, 0, 1, ... (default: "

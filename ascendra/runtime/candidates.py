@@ -54,6 +54,12 @@ CANDIDATES: dict[str, Candidates] = {
 }
 
 
+# What `ascendra capacity` compares unless told: `migrate` is asked for by name (`--systems`): on the
+# GPU profiles it moves a few requests and changes no capacity (docs/benchmarks.md section 12), at
+# two more configurations' search time.
+DEFAULT_COLUMNS = ("vllm", "sarathi", LP_ONLY, "ascendra", "adaptive")
+
+
 def candidate_configs(name: str, *, instances: int, sweep: bool, max_model_len: int) -> list[SystemConfig]:
     """The configurations tried for the column `name`; its capacity is the best of them."""
     try:
