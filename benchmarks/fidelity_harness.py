@@ -36,7 +36,10 @@ METRICS = (
     "ttft_p50", "ttft_p90", "ttft_p99", "tbt_p50", "tbt_p90", "tbt_p99",
     "ttft_attainment", "tbt_attainment", "attainment",
 )
-COUNTS = ("offloads", "preemptions")
+COUNTS = ("offloads", "preemptions", "migrations", "role_changes")
+
+
+ASCENDRA_SPLITS = ("ascendra", "adaptive", "migrate")  # the Ascendra systems with an HP instance
 
 
 @dataclass
@@ -53,12 +56,20 @@ class Setup:
     vllm_first_port: int = 8400
 
     def num_hp(self, system: str) -> int:
-        return 1 if system == "ascendra" and self.instances > 1 else 0  # lp-only: none
+        return 1 if system in ASCENDRA_SPLITS and self.instances > 1 else 0  # lp-only: none
 
     @staticmethod
     def policy(system: str) -> str:
-        """The `--system` a name runs: lp-only is Ascendra with every instance LP (no HP, no offload)."""
-        return "ascendra" if system == "lp-only" else system
+        """The `--system` a name runs: lp-only is Ascendra with every instance LP (no HP, no offload);
+        adaptive and migrate are Ascendra with roles following the load, migrate with running
+        requests moved with their KV over our live path (its measured link, `cpu-loopback`)."""
+        return "ascendra" if system in ("lp-only", *ASCENDRA_SPLITS) else system
+
+    @staticmethod
+    def modes(system: str) -> dict:
+        """SystemConfig fields of the Ascendra variants; `serve_args` turns them into flags."""
+        return {"adaptive": {"adaptive_roles": True},
+                "migrate": {"adaptive_roles": True, "kv_link": "cpu-loopback"}}.get(system, {})
 
     def budget(self, system: str) -> int | None:
         return self.token_budget if system == "sarathi" else None
@@ -115,6 +126,11 @@ def serve_args(system: str, setup: Setup) -> list[str]:
     ]
     if setup.budget(system) is not None:
         args += ["--token-budget", str(setup.budget(system))]
+    modes = setup.modes(system)
+    if modes.get("adaptive_roles"):
+        args.append("--adaptive-roles")
+    if modes.get("kv_link"):
+        args += ["--migration", modes["kv_link"]]
     if setup.engine == "vllm":  # the engines' KV is their own (1 GiB each); the door reads --num-blocks
         args += ["--engine", "vllm", "--vllm-first-port", str(setup.vllm_first_port)]
     return args
@@ -160,6 +176,8 @@ def run_live(system: str, items: Sequence[WorkItem], setup: Setup) -> Side:
     counts = {
         "offloads": metric(text, "ascendra_offloads_total"),
         "preemptions": metric(text, "ascendra_preemptions_total"),
+        "migrations": metric(text, "ascendra_migrations_total"),
+        "role_changes": metric(text, "ascendra_role_changes_total"),
         # How much slower the instances ran than the profile predicts, over the iterations they
         # really ran: the machine's speed during the run (noisy neighbours), which no simulator
         # run ahead of time can know.
@@ -182,17 +200,18 @@ def run_sim(
     and attainment moves by several points from draw to draw (a live run is one draw too): the
     requests of `seeds` draws are pooled, so the figures are the simulator's expectation."""
     perf, capacity = profile.perf_model, replace(profile.capacity, num_kv_blocks=setup.num_blocks)
-    cfg = SystemConfig(
-        setup.policy(system), setup.instances, num_hp=setup.num_hp(system), token_budget=setup.budget(system)
-    )
+    cfg = SystemConfig(setup.policy(system), setup.instances, num_hp=setup.num_hp(system),
+                       token_budget=setup.budget(system), **setup.modes(system))
     draws = seeds if noise is not None or perf.spread > 0 else 1
-    requests, counts = [], {"offloads": 0.0, "preemptions": 0.0}
+    requests, counts = [], {"offloads": 0.0, "preemptions": 0.0, "migrations": 0.0, "role_changes": 0.0}
     for seed in range(draws):
         res = simulate(cfg, perf, to_requests(list(items), lambda _: setup.slo), seed=seed, noise=noise,
                        capacity=capacity)
         requests += res.requests
         counts["offloads"] += res.num_offloads / draws
         counts["preemptions"] += res.num_preemptions / draws
+        counts["migrations"] += res.num_migrations / draws
+        counts["role_changes"] += res.num_role_changes / draws
     return Side(summarize(requests), [r.ttft for r in requests if r.ttft is not None], counts)
 
 

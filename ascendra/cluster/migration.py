@@ -42,7 +42,7 @@ class Migration:
     seconds: float  # the modelled transfer time, which the projection charged
 
 
-def plan(router: Router, index: int, now: float, link: KVTransfer) -> list[Migration]:
+def plan_migrations(router: Router, index: int, now: float, link: KVTransfer) -> list[Migration]:
     """The moves that pay, out of LP instance `index`, at most MAX_PER_CHECK."""
     snap = router.instances[index].snapshot()
     if not snap.prefilling and not snap.decodes:

@@ -1,4 +1,5 @@
-"""The router: dispatch arrivals, and (for Ascendra) offload requests an LP instance would starve.
+"""The router: dispatch arrivals, and (for Ascendra) offload requests an LP instance would starve
+(and, with a KV link, migrate running ones: cluster/migration.py).
 
 Pure and time-agnostic like the schedulers: every call takes `now`. It reads each instance through
 an `InstanceView` (a local scheduler in the simulator, a mirror of a remote one in the live server)
@@ -13,10 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
-from ascendra.cluster import migration
 from ascendra.cluster.arrival_window import ArrivalWindow
 from ascendra.cluster.first_tokens import attention_left, project
-from ascendra.cluster.migration import Migration
+from ascendra.cluster.migration import Migration, plan_migrations
 from ascendra.cluster.roles import DEMOTE, PROMOTE, STAY, AdaptiveRoles, PoolSample
 from ascendra.core.config import SchedulerConfig
 from ascendra.core.kv_transfer import KVTransfer
@@ -157,7 +157,7 @@ class Router:
             return []
         moves = self._offload(index, now)
         if self.config.migration is not None:
-            planned = migration.plan(self, index, now, self.config.migration)
+            planned = plan_migrations(self, index, now, self.config.migration)
             self.migrations += planned
             self.num_migrations += len(planned)
         if self.adaptive is not None:
