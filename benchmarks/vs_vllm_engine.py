@@ -17,6 +17,15 @@ systems take turns run by run, the order alternating, so load from other jobs dr
 alike. Per run: vLLM bench's goodput (TTFT and TPOT SLOs) and our attainment from its per-request
 TTFTs and ITLs. `--raw` adds a throughput run (no SLOs, --raw-concurrency at once).
 
+A raw run's requests carry no SLOs, and a request that states none is served with our door's defaults
+(--ttft-slo-ms / --tpot-slo-ms here): A's and S's plugins would then keep every step within 0.9 x the
+250 ms TBT SLO (~61-75 prompt tokens per step on this CPU) while B's stock scheduler takes whole
+prompts, so the run would measure the default SLOs' cost, not raw throughput (docs/benchmarks.md
+section 10). So every raw request asks for no deadline: `ttft_slo_ms` and `tbt_slo_ms` at the largest
+value the door accepts (one day, `SLO_MS_RANGE` in ascendra/server/protocol.py), through vLLM bench's
+`--extra-body`. B's and C's schedulers ignore SLOs (C's vLLM server accepts and ignores unknown
+fields), so all systems get the same bodies. `--raw-server-slos` sends none: the old measurement.
+
     python3 benchmarks/vs_vllm_engine.py --rates 1,2,3 --num-prompts 80 --out out/vs_vllm_engine
 
 Needs vLLM installed in this Python (`pip install -e ".[vllm]"`, see the README) and pandas (vLLM's
@@ -44,6 +53,7 @@ from vs_vllm import Server, _launch, stop, wait_ready  # noqa: E402
 
 from ascendra.cli.serve_vllm import VLLM_MAX_MODEL_LEN  # noqa: E402
 from ascendra.model.hf_export import default_export_dir, export  # noqa: E402
+from ascendra.server.protocol import SLO_MS_RANGE  # noqa: E402
 from ascendra.workload.lengths import load_length_model  # noqa: E402
 
 NAME = "smollm2"
@@ -142,6 +152,7 @@ def bench(
     tag: str,
     model: Path,
     concurrency: int | None = None,
+    extra_body: dict | None = None,
 ) -> dict:
     args = [
         "--backend",
@@ -188,6 +199,8 @@ def bench(
     args += ["--request-rate", str(rate)] if rate else ["--request-rate", "inf"]
     if concurrency:
         args += ["--max-concurrency", str(concurrency)]
+    if extra_body:
+        args += ["--extra-body", json.dumps(extra_body)]
     with open(out / f"{tag}.log", "w") as log:
         subprocess.run([sys.executable, "-c", BENCH, *args], check=True, stdout=log, stderr=subprocess.STDOUT)
     res = json.loads((out / f"{tag}.json").read_text())
@@ -275,6 +288,9 @@ def main() -> None:
     ap.add_argument("--max-model-len", type=int, default=2048)
     ap.add_argument("--raw", action="store_true", help="also a throughput run without SLOs")
     ap.add_argument("--raw-concurrency", type=int, default=16)
+    ap.add_argument("--raw-server-slos", action="store_true",
+                    help="raw runs' requests state no SLOs, so our door serves them with its defaults "
+                    "(--ttft-slo-ms, --tpot-slo-ms); by default they ask for none (one day each)")
     ap.add_argument("--out", default="out/vs_vllm_engine")
     ap.add_argument("--plugin-cost", type=int, default=0,
                     help="after the runs, send this many requests at once to A's LP engine and report the "
@@ -298,6 +314,8 @@ def main() -> None:
             for port in ENGINE_PORTS.get(s.name, ()):  # our front answers before its engines do
                 wait_ready(Server(f"{s.name} engine", port, s.proc, s.log), 1200)
         seed = int(time.time()) % 100_000
+        no_slo = {"ttft_slo_ms": SLO_MS_RANGE[1], "tbt_slo_ms": SLO_MS_RANGE[1]}
+        raw_body = None if a.raw_server_slos else no_slo
         plan = [(float(r), k) for r in a.rates.split(",") if r for k in range(a.repeats)]
         if a.raw:
             plan += [(0.0, k) for k in range(a.repeats)]
@@ -313,11 +331,13 @@ def main() -> None:
                 tag = f"{s.name}_r{rate:g}_{k}" if rate else f"{s.name}_raw" + (f"_{k}" if k else "")
                 try:
                     r = bench(s, a, data, rate or None, a.num_prompts, seed, out, tag, model,
-                              None if rate else a.raw_concurrency)
+                              None if rate else a.raw_concurrency, None if rate else raw_body)
                 except subprocess.CalledProcessError as e:  # one failed run must not end the others
                     print(f"[{s.name}] rate {rate:g}: the client failed ({e})", flush=True)
                     continue
                 r |= {"rate": rate, "repeat": k}
+                if not rate:
+                    r["server_slos"] = raw_body is None
                 results[s.name].append(r)
                 print(f"[{s.name}] rate {rate:g}: {json.dumps(r)}", flush=True)
                 (out / "results.json").write_text(json.dumps(results, indent=1))
