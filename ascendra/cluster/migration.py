@@ -47,18 +47,16 @@ def plan_migrations(router: Router, index: int, now: float, link: KVTransfer) ->
     snap = router.instances[index].snapshot()
     if not snap.prefilling and not snap.decodes:
         return []
+    # Each target takes at most one move per check: its projection does not see the ones on the way.
     targets = [j for j, ok in enumerate(router.alive) if ok and j != index]
     moves: list[Migration] = []
-    for req, target, seconds in _late_prefills(router, snap, now, link, targets):
-        moves.append(Migration(req, index, target, seconds))
-        targets.remove(target)
-        if len(moves) == MAX_PER_CHECK:
-            return moves
-    for req, target, seconds in _slow_decodes(router, snap, link, targets):
-        moves.append(Migration(req, index, target, seconds))
-        targets.remove(target)
-        if len(moves) == MAX_PER_CHECK:
-            break
+    rules = (_late_prefills(router, snap, now, link, targets), _slow_decodes(router, snap, link, targets))
+    for rule in rules:
+        for req, target, seconds in rule:
+            moves.append(Migration(req, index, target, seconds))
+            targets.remove(target)  # (each rule reads `targets` afresh for its next request)
+            if len(moves) == MAX_PER_CHECK:
+                return moves
     return moves
 
 
@@ -69,7 +67,6 @@ def _late_prefills(router: Router, snap: QueueView, now: float, link: KVTransfer
     rate = snap.prefill_rate()
     margin = router.config.offload_margin
     ahead = 0.0
-    taken: set[int] = set()
     for req in sorted(snap.prefilling, key=proj.waiting_key):  # the order they are chunked in
         ahead += rate.cost(req.num_remaining_prefill, attention_left(req))
         if req.output_token_ids:
@@ -83,13 +80,12 @@ def _late_prefills(router: Router, snap: QueueView, now: float, link: KVTransfer
         seconds = link.seconds(req.num_computed_tokens)
         best, best_t = None, min(stay, req.ttft_deadline)
         for j in targets:
-            if j in taken or not _fits(router, j, req):
+            if not _fits(router, j, req):
                 continue
             t = router.admits(j, req, now)
             if t is not None and t + seconds < best_t:
                 best, best_t = j, t + seconds
         if best is not None:
-            taken.add(best)
             yield req, best, seconds
 
 
@@ -97,13 +93,13 @@ def _slow_decodes(router: Router, snap: QueueView, link: KVTransfer, targets: li
     """Decodes whose SLO the instance's decodes alone already exceed, tightest SLO first, to an
     instance whose iteration with it added meets that SLO."""
     gap = snap.prefill_rate().base_time  # real seconds of an iteration of the decodes alone
-    taken: set[int] = set()
     for req in sorted((r for r in snap.decodes if r.slo.tbt < gap), key=lambda r: r.slo.tbt):
         if req.max_tokens - req.num_output_tokens <= 1:
             continue  # its last token: no gap left to save
         seconds = link.seconds(req.num_computed_tokens)
+        target = None
         for j in targets:
-            if j in taken or not _fits(router, j, req):
+            if not _fits(router, j, req):
                 continue
             there = router.instances[j].snapshot()
             cfg = there.projection.config
@@ -115,9 +111,10 @@ def _slow_decodes(router: Router, snap: QueueView, link: KVTransfer, targets: li
             if after.base_time > cfg.tbt_target * req.slo.tbt:
                 continue
             if seconds + after.base_time <= max(gap, req.slo.tbt):
-                taken.add(j)
-                yield req, j, seconds
+                target = j
                 break
+        if target is not None:
+            yield req, target, seconds
 
 
 def _fits(router: Router, j: int, req: Request) -> bool:
