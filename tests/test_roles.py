@@ -192,3 +192,23 @@ def test_an_idle_instance_takes_its_share_of_an_lp_backlog_only_with_adaptive_ro
         assert [r.request_id for r in hp.scheduler.waiting] == ["r500", "r400"]
         assert [r.request_id for r in lp.scheduler.waiting] == ["r50", "r100", "r200", "r300"]
         assert router.offload(0, 0.0) == []  # the other instance has prompt work now
+
+
+def test_after_a_role_change_an_instance_has_its_metrics_under_the_new_role_alone():
+    from prometheus_client import generate_latest
+
+    from ascendra.runtime.live.messages import Snapshot
+    from ascendra.runtime.live.state import WorkerState
+    from ascendra.server.launch import metric
+    from ascendra.server.metrics import ServerMetrics
+
+    metrics = ServerMetrics()
+    w = WorkerState(0, "lp", "ascendra-lp", None)
+    metrics.on_report(w, Snapshot(blocks_used=7, num_blocks=10))
+    w.role = "hp"
+    metrics.on_role_change(w, "lp")
+    metrics.on_report(w, Snapshot(blocks_used=3, num_blocks=10))
+    text = generate_latest(metrics.registry).decode()
+    assert metric(text, "ascendra_kv_blocks_used", instance="0") == 3  # not 3 + the stale 7
+    assert not [line for line in text.splitlines() if 'instance="0",role="lp"' in line]
+    assert metric(text, "ascendra_role_changes_total", role="hp") == 1

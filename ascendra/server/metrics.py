@@ -6,7 +6,7 @@ from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ascendra.core.iteration_stats import band_label
+from ascendra.core.iteration_stats import BAND_EDGES, band_label
 from ascendra.engine.instance import RequestOutput
 from ascendra.metrics.records import RequestRecord
 from ascendra.runtime.live.messages import Snapshot
@@ -169,8 +169,19 @@ class ServerMetrics(ClusterObserver):
     def on_reroute(self) -> None:
         self.reroutes.inc()
 
-    def on_role_change(self, worker: WorkerState) -> None:
+    def on_role_change(self, worker: WorkerState, old_role: str) -> None:
+        """The instance's series go on under its new role: those under the old one are removed, or
+        they would stay at their last values beside the new ones (and sums over an instance's series
+        would count it twice)."""
         self.role_changes.labels(worker.role).inc()
+        old = (str(worker.index), old_role)
+        for g in (self.waiting, self.running, self.kv_usage, self.blocks_used, self.alive, self.steps,
+                  self.busy, self.predicted_busy, self.gaps, self.num_gaps, self.spread,
+                  self.spread_correlation):
+            _remove(g, old)
+        for g in (self.log_ratio_count, self.log_ratio_sum, self.log_ratio_squares):
+            for b in range(len(BAND_EDGES) + 1):
+                _remove(g, (*old, band_label(b)))
 
     def on_dispatch_latency(self, seconds: float) -> None:
         self.overhead.labels("dispatch").observe(seconds)
@@ -178,3 +189,10 @@ class ServerMetrics(ClusterObserver):
     def on_stream_latency(self, seconds: float) -> None:
         self.overhead.labels("stream").observe(seconds)
         self.stream_latency.append(seconds)
+
+
+def _remove(metric: Gauge | Counter, labels: tuple[str, ...]) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        pass  # never set under those labels

@@ -284,9 +284,9 @@ class LiveCluster:
             self.supervisor.specs[i] = replace(self.supervisor.specs[i], policy=policy.name, scheduler=sched,
                                                await_offload_check=check)
             w = self.workers[i]
-            w.role, w.policy = role, policy.name
+            old, w.role, w.policy = w.role, role, policy.name
             log.info("instance %d is now %s", i, role.upper())
-            self.observer.on_role_change(w)
+            self.observer.on_role_change(w, old)
             if w.alive:
                 self._send(i, m.ChangeRole(self._next_seq(), policy.name, sched, check))
         self.router.role_changes.clear()
