@@ -48,7 +48,9 @@ def test_disconnect_mid_stream_aborts_and_frees_blocks(server):
     assert server.health()["requests_in_flight"] == 0
 
 
-def _complete(server, prompt: str, max_tokens: int, results: list, stream: bool = False) -> None:
+def _complete(server, prompt: str, max_tokens: int, results: list, stream: bool = False,
+              flowing: threading.Event | None = None) -> None:
+    """`flowing` is set once a streamed token has reached this client."""
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", timeout=120, max_retries=0)
     try:
         if stream:
@@ -57,6 +59,8 @@ def _complete(server, prompt: str, max_tokens: int, results: list, stream: bool 
                                                temperature=0, stream=True, extra_body={"ignore_eos": True}):
                 text += c.choices[0].text
                 reason = c.choices[0].finish_reason or reason
+                if flowing is not None and c.choices[0].text:
+                    flowing.set()
             results.append(("ok", reason, text))
         else:
             r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=max_tokens, temperature=0,
@@ -86,13 +90,16 @@ def test_full_kv_pool_preempts_and_finishes_every_request(server):
 def test_killed_instance_fails_its_started_requests_the_rest_keep_working_and_it_comes_back(server):
     lp = server.health()["instances"][0]
     results: list = []
-    threads = [threading.Thread(target=_complete, args=(server, f"Tell me about {w}.", 40, results, True))
+    flowing = threading.Event()
+    threads = [threading.Thread(target=_complete, args=(server, f"Tell me about {w}.", 40, results, True,
+                                                        flowing))
                for w in ("cats", "dogs", "birds")]
     for t in threads:
         t.start()
-    # Kill the LP instance once tokens are flowing (requests land on the LP first).
-    assert wait_for(lambda: metric(metrics(server), "ascendra_tbt_seconds_count", ) > 0 and
-                    metric(metrics(server), "ascendra_kv_blocks_used", instance="0") > 0, 60)
+    # Kill the LP instance once tokens are flowing to a client (requests land on the LP first): read
+    # from the clients, not from a finished request's histogram, which needs one to have ended.
+    assert wait_for(lambda: flowing.is_set() and
+                    metric(metrics(server), "ascendra_kv_blocks_used", instance="0") > 0, 120)
     killed_steps = metric(metrics(server), "ascendra_instance_steps", instance="0")
     os.kill(lp["pid"], signal.SIGKILL)
     # Reported at once (the restart waits a 1 s back-off, then the model loads).
