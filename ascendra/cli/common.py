@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ascendra.core import default_slo
+from ascendra.core.kv_transfer import LINKS
 from ascendra.runtime.experiment import Scenario
 from ascendra.runtime.settings import SETTINGS, Setting, setting
 from ascendra.runtime.slo_rules import SLO_RULES
@@ -12,6 +13,18 @@ from ascendra.workload.arrivals import ARRIVAL_KINDS
 
 # Without --setting: conv lengths, Poisson, strict SLOs (the headline); with --trace, a replay of it.
 CUSTOM = Setting("custom", "custom scenario", "conv", "poisson")
+
+
+def add_ascendra_modes(p: argparse.ArgumentParser) -> None:
+    """The flags that turn on Ascendra's adaptive parts, the same for serve and simulate."""
+    p.add_argument("--adaptive-roles", action="store_true",
+                   help="ascendra: roles follow the load: an HP instance serves as LP while the LP pool "
+                   "is late beyond its help, and back (--hp-instances is the split at rest) "
+                   "(default: a static split)")
+    p.add_argument("--migration", metavar="LINK", choices=sorted(LINKS), default=None,
+                   help="ascendra: running requests move to another instance with their KV when the "
+                   "move pays, the transfer charged at LINK's bandwidth: " + ", ".join(sorted(LINKS))
+                   + " (default: only requests that have not started move)")
 
 
 def add_scenario_args(

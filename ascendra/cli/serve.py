@@ -9,10 +9,10 @@ import socket
 import sys
 
 from ascendra.cli import serve_vllm
+from ascendra.cli.common import add_ascendra_modes
 from ascendra.cluster.system import SYSTEMS, SystemConfig
 from ascendra.core import default_slo
 from ascendra.core.config import KVCapacity
-from ascendra.core.kv_transfer import LINKS
 from ascendra.engine.factory import DTYPES, InstanceSpec, load_model_info, resolve_dtype, resolve_perf_model
 from ascendra.model.config import DTYPE_BYTES, kv_blocks_for_memory
 from ascendra.runtime.live.state import LiveConfig
@@ -53,14 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model instances, each its own process and KV cache (default: %(default)s)")
     p.add_argument("--hp-instances", type=int, default=1,
                    help="how many of them are high-priority (ascendra only) (default: %(default)s)")
-    p.add_argument("--adaptive-roles", action="store_true",
-                   help="ascendra: roles follow the load: an HP instance serves as LP while the LP pool "
-                   "is late beyond its help, and back (--hp-instances is the split at rest) "
-                   "(default: a static split)")
-    p.add_argument("--migration", metavar="LINK", choices=sorted(LINKS), default=None,
-                   help="ascendra: running requests move to another instance with their KV when the "
-                   "move pays, the transfer charged at LINK's bandwidth: " + ", ".join(sorted(LINKS))
-                   + " (default: only requests that have not started move)")
+    add_ascendra_modes(p)
     p.add_argument("--token-budget", type=int, default=None,
                    help="max tokens per iteration (default: vllm the context, sarathi 512, ascendra "
                    "up to 8192)")

@@ -6,10 +6,9 @@ import argparse
 
 from tqdm import tqdm
 
-from ascendra.cli.common import add_scenario_args, scenario_from
+from ascendra.cli.common import add_ascendra_modes, add_scenario_args, scenario_from
 from ascendra.cluster.router import RouterConfig
 from ascendra.cluster.system import SARATHI_BUDGET, SYSTEMS, SystemConfig
-from ascendra.core.kv_transfer import LINKS
 from ascendra.core.request import Request
 from ascendra.metrics import format_table, to_record, write_csv, write_json
 from ascendra.metrics.summary import summarize
@@ -41,14 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "times, which keeps the HP pool light for offloads (default: %(default)s)")
     p.add_argument("--hp-instances", type=int, default=1,
                    help="ascendra: HP instances (default: %(default)s)")
-    p.add_argument("--adaptive-roles", action="store_true",
-                   help="ascendra: roles follow the load: an HP instance serves as LP while the LP pool "
-                   "is late beyond its help, and back (--hp-instances is the split at rest) "
-                   "(default: a static split)")
-    p.add_argument("--migration", metavar="LINK", choices=sorted(LINKS), default=None,
-                   help="ascendra: running requests move to another instance with their KV when the "
-                   "move pays, the transfer charged at LINK's bandwidth: " + ", ".join(sorted(LINKS))
-                   + " (default: only requests that have not started move)")
+    add_ascendra_modes(p)
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON (default: not written)")
     p.add_argument("--csv", metavar="PATH", help="write one row per request as CSV (default: not written)")
     add_scenario_args(p, num_requests=5000)

@@ -130,12 +130,7 @@ class Scheduler:
         token counts and outputs travel with it. False if it is not running here."""
         if request.status is not RequestStatus.RUNNING or request not in self.running:
             return False
-        self.running.remove(request)
-        if not request.is_decode:
-            self.pending_prefill_tokens -= request.num_remaining_prefill
-        if not request.output_token_ids:
-            self._pending_ttft.remove(request.slo.ttft)
-        self.block_manager.free(request)
+        self._release(request)
         return True
 
     def add_migrated(self, request: Request, with_kv: bool) -> bool:
@@ -162,22 +157,27 @@ class Scheduler:
 
     def finish(self, request: Request, status: RequestStatus, reason: str | None = None) -> None:
         """End a request from outside `update`: abort, stop string, failure. Frees its blocks."""
-        if request.status is RequestStatus.WAITING:
-            self.waiting.remove(request)
-            self.pending_prefill_tokens -= request.num_remaining_prefill
-        elif request.status is RequestStatus.RUNNING:
-            self.running.remove(request)
-            if not request.is_decode:
-                self.pending_prefill_tokens -= request.num_remaining_prefill
-        else:
+        if request.status not in (RequestStatus.WAITING, RequestStatus.RUNNING):
             return
-        if not request.output_token_ids:
-            self._pending_ttft.remove(request.slo.ttft)
-        self.block_manager.free(request)
+        self._release(request)
         request.status = status
         request.finish_reason = status.value
         if reason is not None:
             request.error = reason
+
+    def _release(self, request: Request) -> None:
+        """Take a waiting or running request out of this scheduler's queues and counts, and free
+        its blocks (its own status is the caller's to set)."""
+        if request.status is RequestStatus.WAITING:
+            self.waiting.remove(request)
+            self.pending_prefill_tokens -= request.num_remaining_prefill
+        else:
+            self.running.remove(request)
+            if not request.is_decode:
+                self.pending_prefill_tokens -= request.num_remaining_prefill
+        if not request.output_token_ids:
+            self._pending_ttft.remove(request.slo.ttft)
+        self.block_manager.free(request)
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting) or bool(self.running)

@@ -162,14 +162,7 @@ class WorkerLoop:
             try:
                 inst.add_request(msg.to_request())
             except ValueError as e:
-                rep.outputs.append(
-                    RequestOutput(
-                        msg.request_id,
-                        finished=True,
-                        finish_reason=RequestStatus.FINISHED_FAILED.value,
-                        error=f"instance {self.index} rejected the request: {e}",
-                    )
-                )
+                self._refuse(msg.request_id, f"instance {self.index} rejected the request: {e}")
         elif isinstance(msg, m.Abort):
             inst.abort_request(msg.request_id)
         elif isinstance(msg, m.Steal):
@@ -204,9 +197,13 @@ class WorkerLoop:
         try:
             self.instance.migrate_in(msg.moved.to_migrated(msg.add))
         except ValueError as e:
-            self._report.outputs.append(RequestOutput(
-                msg.add.request_id, finished=True, finish_reason=RequestStatus.FINISHED_FAILED.value,
-                error=f"instance {self.index} could not take the migrated request: {e}"))
+            self._refuse(msg.add.request_id,
+                         f"instance {self.index} could not take the migrated request: {e}")
+
+    def _refuse(self, request_id: str, reason: str) -> None:
+        """A request this worker could not take ends, failed with the reason, in the next report."""
+        self._report.outputs.append(RequestOutput(
+            request_id, finished=True, finish_reason=RequestStatus.FINISHED_FAILED.value, error=reason))
 
     def _step(self) -> bool:
         """Run one iteration; False when the scheduler chose no batch."""
