@@ -54,10 +54,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--ttft-slo-ms", type=float, default=2500)
     ap.add_argument("--tbt-slo-ms", type=float, default=250)
+    ap.add_argument("--workload", default="conv", choices=("conv", "code"),
+                    help="the Azure trace whose lengths are scaled (default: %(default)s)")
     ap.add_argument("--length-scale", type=float, default=4.0)
     ap.add_argument("--vllm-budget", type=int, default=2048, help="vLLM's max_num_batched_tokens")
     a = ap.parse_args()
-    sc = Scenario(profile=a.profile, workload=f"conv/{a.length_scale:g}",
+    sc = Scenario(profile=a.profile, workload=f"{a.workload}/{a.length_scale:g}",
                   slo=FixedSLO(a.ttft_slo_ms / 1e3, a.tbt_slo_ms / 1e3), num_requests=a.num_requests)
     systems = {"A": SystemConfig(system="ascendra", num_instances=2, num_hp=1, adaptive_roles=True),
                "S": SystemConfig(system="ascendra", num_instances=2, num_hp=1),

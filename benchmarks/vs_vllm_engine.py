@@ -9,10 +9,10 @@ The systems (issue 17):
   at least as good as round robin);
 - C: one stock vLLM engine on both cores (OMP_NUM_THREADS=2).
 
-Every system gets the same prompts, arrivals and goodput SLOs: Azure conv lengths (our fitted
-distribution) divided by --length-scale, as a `custom` dataset with random words per prompt and a
-fresh seed per run (vLLM's prefix cache must find nothing; each system has engines of its own, so the
-systems share each run's dataset), Poisson arrivals at each --rate. The
+Every system gets the same prompts, arrivals and goodput SLOs: Azure conv (or, with --workload code,
+code) lengths (our fitted distributions) divided by --length-scale, as a `custom` dataset with random
+words per prompt and a fresh seed per run (vLLM's prefix cache must find nothing; each system has
+engines of its own, so the systems share each run's dataset), Poisson arrivals at each --rate. The
 systems take turns run by run, the order alternating, so load from other jobs drifts over all
 alike. Per run: vLLM bench's goodput (TTFT and TPOT SLOs) and our attainment from its per-request
 TTFTs and ITLs. `--raw` adds a throughput run (no SLOs, --raw-concurrency at once).
@@ -126,10 +126,15 @@ def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
     return _launch(system, cmd, port, out, env)
 
 
-def write_dataset(path: Path, n: int, seed: int, scale: float, max_model_len: int, tokenizer) -> None:
-    """n prompts with conv lengths / scale; random vocabulary words, so no two runs share a prefix."""
+def workload(a: argparse.Namespace) -> str:
+    return f"{a.workload}/{a.length_scale:g}"
+
+
+def write_dataset(path: Path, n: int, seed: int, workload: str, max_model_len: int, tokenizer) -> None:
+    """n prompts with `workload`'s lengths (`conv/4`: conv lengths / 4); random vocabulary words, so
+    no two runs share a prefix."""
     rng = np.random.default_rng(seed)
-    lengths = load_length_model("conv").scaled(scale)
+    lengths = load_length_model(workload)
     prompts, outputs = lengths.sample(n, rng)
     vocab = [t for t in range(1000, 40000)]
     with path.open("w") as f:
@@ -253,7 +258,7 @@ def greedy(a: argparse.Namespace, servers: list[Server], out: Path, model: Path,
     texts compared request by request. vLLM bench lists its results in its dataset order, the file
     shuffled by --seed, the same for both; their input lengths must agree to show it."""
     data = out / "data_greedy.jsonl"
-    write_dataset(data, a.greedy, seed, a.length_scale, a.max_model_len, tok)
+    write_dataset(data, a.greedy, seed, workload(a), a.max_model_len, tok)
     runs = {}
     for s in servers:
         if s.name in ("A", "C"):
@@ -284,6 +289,8 @@ def main() -> None:
                     help="runs per rate and system, and raw runs with --raw (default: %(default)s)")
     ap.add_argument("--ttft-slo-ms", type=float, default=2500)
     ap.add_argument("--tpot-slo-ms", type=float, default=250)
+    ap.add_argument("--workload", default="conv", choices=("conv", "code"),
+                    help="the Azure trace whose lengths are scaled by --length-scale (default: %(default)s)")
     ap.add_argument("--length-scale", type=float, default=4.0)
     ap.add_argument("--max-model-len", type=int, default=2048)
     ap.add_argument("--raw", action="store_true", help="also a throughput run without SLOs")
@@ -326,7 +333,7 @@ def main() -> None:
             # measured (docs/benchmarks.md section 10).
             seed += 1
             data = out / f"data_{seed}.jsonl"
-            write_dataset(data, a.num_prompts, seed, a.length_scale, a.max_model_len, tok)
+            write_dataset(data, a.num_prompts, seed, workload(a), a.max_model_len, tok)
             for s in order:
                 tag = f"{s.name}_r{rate:g}_{k}" if rate else f"{s.name}_raw" + (f"_{k}" if k else "")
                 try:

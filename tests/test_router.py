@@ -70,6 +70,18 @@ def test_dispatch_balances_by_projected_wait():
     assert cluster[2].num_waiting == 2
 
 
+def test_hp_instances_are_kept_light_only_while_a_request_is_at_risk():
+    """The HP dispatch weight keeps HP instances light for offloads; with nothing at risk there is
+    nothing to keep them for, and a new request goes where it is projected to start soonest."""
+    router, (lp, hp) = lp_hp()
+    doomed = req("doomed", 1000, ttft=0.01)  # late even alone: no HP can help it
+    lp.add_request(doomed)
+    hp.add_request(req("hp-work", 600, ttft=100.0))
+    assert router.dispatch(req("n", 100, ttft=100.0), now=0.0) == 1  # 700 tokens ahead < 1,100
+    assert router.offload(0, now=0.0) == [] and doomed in list(lp.waiting)  # now at risk
+    assert router.dispatch(req("m", 100, ttft=100.0), now=0.0) == 0  # HP's 800 count as 1,600
+
+
 def test_dispatch_is_not_steered_by_a_few_percent_of_measured_slowdown():
     """Live, each instance's learnt slowdown wanders a few percent with its iterations' scatter.
     Two instances with nothing queued are equals: the new request joins the one running fewer

@@ -51,8 +51,10 @@ class RouterConfig:
     # will arrive and be served ahead of it (`ArrivalWindow`), comes later than its deadline minus
     # this share of its TTFT SLO: slack for the projection's own error.
     offload_margin: float = 0.2
-    # HP instances also take new arrivals, but their projected wait counts this many times more,
-    # which keeps them light enough to absorb offloads. math.inf keeps them for offloads alone.
+    # HP instances also take new arrivals, but while an LP instance has requests at risk their
+    # projected wait counts this many times more, which keeps them light enough to absorb offloads.
+    # With nothing at risk there is nothing to keep them for, and they share arrivals evenly.
+    # math.inf keeps them for offloads alone while any request is at risk.
     hp_dispatch_weight: float = 2.0
     # At most this many offloads per instance per check: bounds the router's work per iteration.
     max_offloads_per_check: int = 32
@@ -123,6 +125,7 @@ class Router:
             raise RuntimeError("no live instance to dispatch to")
         snaps = [self.instances[i].snapshot() for i in alive]
         fastest = min(s.projection.slowdown for s in snaps)
+        hp_weight = self.config.hp_dispatch_weight if any(self._at_risk) else 1.0
         best, best_key = -1, (math.inf, math.inf)
         for i, snap in zip(alive, snaps, strict=True):
             t = snap.prefill_rate().time_for(self.instances[i].pending_prefill_tokens
@@ -131,7 +134,7 @@ class Router:
             if slowdown <= fastest * (1.0 + self.config.slowdown_tolerance):
                 t *= fastest / slowdown  # as fast as the fastest: the difference is noise
             if self.roles[i] == Role.HP:
-                t *= self.config.hp_dispatch_weight
+                t *= hp_weight
             # Microsecond rounding: a projection is no finer than that, and float noise must not
             # decide between otherwise equal instances.
             key = (round(t, 6), snap.num_decodes + len(snap.prefilling))
