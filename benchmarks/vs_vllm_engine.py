@@ -90,7 +90,7 @@ def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
             "--port",
             str(port),
             "--dtype",
-            "bfloat16",
+            a.dtype,
             "--max-model-len",  # as `ascendra serve --engine vllm` starts its engines
             str(VLLM_MAX_MODEL_LEN),
             "--disable-uvicorn-access-log",
@@ -109,6 +109,8 @@ def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
             NAME,
             "--port",
             str(port),
+            "--dtype",
+            a.dtype,
             "--instances",
             "2",
             *system_args,
@@ -298,6 +300,9 @@ def main() -> None:
     ap.add_argument("--raw-server-slos", action="store_true",
                     help="raw runs' requests state no SLOs, so our door serves them with its defaults "
                     "(--ttft-slo-ms, --tpot-slo-ms); by default they ask for none (one day each)")
+    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
+                    help="weights and activations of every system's engines; float32 makes exact bfloat16 "
+                    "logit ties, which --greedy can meet, rare (default: %(default)s)")
     ap.add_argument("--out", default="out/vs_vllm_engine")
     ap.add_argument("--plugin-cost", type=int, default=0,
                     help="after the runs, send this many requests at once to A's LP engine and report the "
