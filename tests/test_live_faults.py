@@ -73,16 +73,17 @@ def _complete(server, prompt: str, max_tokens: int, results: list, stream: bool 
 def test_full_kv_pool_preempts_and_finishes_every_request(server):
     before = metric(metrics(server), "ascendra_preemptions_total")
     results: list = []
-    # 6 requests of ~10 + 40 tokens (4 blocks each) against 2 pools of 10 blocks: they cannot all
-    # hold their KV at once, so the schedulers preempt (recompute) and still finish all of them.
-    threads = [threading.Thread(target=_complete, args=(server, f"Count to {k}:", 40, results))
-               for k in range(6)]
+    # 8 requests of ~10 + 56 tokens (5 blocks each) against 2 pools of 10 blocks: however the router
+    # spreads them, an instance gets 4 or more, which cannot all hold their KV at once, so its
+    # scheduler preempts (recomputes) and still finishes every one.
+    threads = [threading.Thread(target=_complete, args=(server, f"Count to {k}:", 56, results))
+               for k in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(150)
-    assert len(results) == 6, results
-    assert all(r[0] == "ok" and r[1] == "length" and r[2] == 40 for r in results), results
+    assert len(results) == 8, results
+    assert all(r[0] == "ok" and r[1] == "length" and r[2] == 56 for r in results), results
     assert metric(metrics(server), "ascendra_preemptions_total") > before
     assert wait_for(lambda: metric(metrics(server), "ascendra_kv_blocks_used") == 0, 10)
 

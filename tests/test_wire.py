@@ -65,7 +65,12 @@ def test_signed_frames_still_decode_only_to_registered_messages() -> None:
     assert codec.decode(signed(msgpack.packb({"plain": [1, 2]}))) == {"plain": [1, 2]}  # data only
     with pytest.raises(BadMessage, match="unknown message type"):
         codec.decode(signed(msgpack.packb(msgpack.ExtType(99, msgpack.packb([])))))
-    with pytest.raises(BadMessage):  # the right type with the wrong number of fields
-        codec.decode(signed(msgpack.packb(msgpack.ExtType(4, msgpack.packb([1, 2, 3])))))
+    stop = msgpack.ExtType(4, b"")  # m.Stop's code: a message is [code, *fields]
+    assert codec.decode(signed(msgpack.packb([stop, 1]))) == m.Stop(1)
+    for body in ([stop, 1, 2, 3],  # the right type with the wrong number of fields
+                 stop, [1, stop], [stop, stop],  # a type code anywhere but a message's head
+                 [msgpack.ExtType(4, msgpack.packb([1]))]):  # a code that carries data
+        with pytest.raises(BadMessage):
+            codec.decode(signed(msgpack.packb(body)))
     with pytest.raises(TypeError):
         sign(object())  # only registered dataclasses and plain values go out
