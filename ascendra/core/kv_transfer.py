@@ -50,5 +50,5 @@ LINKS: dict[str, tuple[float, float]] = {
     "nvlink3": (250e9, 1e-3),
     # Our live path on this CPU: copy out, signed msgpack, zmq IPC through the server, copy in
     # (benchmarks/kv_migration.py; docs/benchmarks.md section 12).
-    "cpu-loopback": (75e6, 5e-3),
+    "cpu-loopback": (120e6, 5e-3),
 }
