@@ -128,7 +128,7 @@ def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
     return _launch(system, cmd, port, out, env)
 
 
-def workload(a: argparse.Namespace) -> str:
+def workload_name(a: argparse.Namespace) -> str:
     return f"{a.workload}/{a.length_scale:g}"
 
 
@@ -260,7 +260,7 @@ def greedy(a: argparse.Namespace, servers: list[Server], out: Path, model: Path,
     texts compared request by request. vLLM bench lists its results in its dataset order, the file
     shuffled by --seed, the same for both; their input lengths must agree to show it."""
     data = out / "data_greedy.jsonl"
-    write_dataset(data, a.greedy, seed, workload(a), a.max_model_len, tok)
+    write_dataset(data, a.greedy, seed, workload_name(a), a.max_model_len, tok)
     runs = {}
     for s in servers:
         if s.name in ("A", "C"):
@@ -338,7 +338,7 @@ def main() -> None:
             # measured (docs/benchmarks.md section 10).
             seed += 1
             data = out / f"data_{seed}.jsonl"
-            write_dataset(data, a.num_prompts, seed, workload(a), a.max_model_len, tok)
+            write_dataset(data, a.num_prompts, seed, workload_name(a), a.max_model_len, tok)
             for s in order:
                 tag = f"{s.name}_r{rate:g}_{k}" if rate else f"{s.name}_raw" + (f"_{k}" if k else "")
                 try:
