@@ -95,7 +95,8 @@ def main() -> None:
         c = live.counts
         print(f"{system}: live iterations ran {c['slowdown']:.3f}x the profile's prediction (spread "
               f"{c['spread']:.3f}, lag-1 correlation {c['spread_correlation']:.2f}; the profile's spread "
-              f"{perf.spread:.3f}), {1e3 * c['gap']:.2f} ms between iterations", flush=True)
+              f"{perf.spread:.3f}), {1e3 * c['gap']:.2f} ms between iterations; "
+              f"{c['offloads_refused']:.0f} offloads refused (started before the steal came)", flush=True)
     order = {k: sorted(figures, key=lambda s: -figures[s][k]["attainment"])
              for k in ["live", *columns]}
     slo = setup.slo

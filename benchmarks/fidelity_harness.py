@@ -175,6 +175,7 @@ def run_live(system: str, items: Sequence[WorkItem], setup: Setup) -> Side:
 
     counts = {
         "offloads": metric(text, "ascendra_offloads_total"),
+        "offloads_refused": metric(text, "ascendra_offloads_refused_total"),  # live only: steals too late
         "preemptions": metric(text, "ascendra_preemptions_total"),
         "migrations": metric(text, "ascendra_migrations_total"),
         "role_changes": metric(text, "ascendra_role_changes_total"),

@@ -313,3 +313,58 @@ def test_a_live_cluster_moves_a_streaming_request_and_its_stream_goes_on_unbroke
 
     moved, unmoved = asyncio.run(main())
     assert len(moved) == n and moved == unmoved
+
+
+def test_a_live_steal_that_comes_after_the_request_started_is_refused_and_counted():
+    """Live, a steal reaches the LP worker a report and a message after the router decided it (the
+    simulator's is instant): a request that started meanwhile stays, streams every token where it
+    is, and the refusal is counted (`ascendra_offloads_refused_total`), not taken for an offload."""
+    import asyncio
+    import time
+
+    from ascendra.core.config import KVCapacity
+    from ascendra.engine.factory import InstanceSpec
+    from ascendra.model.sampling import SamplingParams
+    from ascendra.profiles import load_profile
+    from ascendra.runtime.live import messages as m
+    from ascendra.runtime.live.cluster import LiveCluster
+    from ascendra.runtime.live.state import ClusterObserver, LiveConfig
+
+    class Counts(ClusterObserver):
+        offloads = refused = 0
+
+        def on_offload(self) -> None:
+            self.offloads += 1
+
+        def on_offload_refused(self) -> None:
+            self.refused += 1
+
+    perf = load_profile("cpu-smollm2").perf_model
+    config = LiveConfig(SystemConfig("ascendra", 2, num_hp=1), InstanceSpec(dtype="float32", num_blocks=64),
+                        perf, KVCapacity(64, 16, 2048))
+    n = 24
+    params = SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True)
+    counts = Counts()
+
+    async def main() -> tuple[int, int, int]:
+        cluster = LiveCluster(config, counts)
+        await cluster.start()
+        try:
+            tr = cluster.submit(m.AddRequest(0, "r", time.time(), list(range(1000, 1040)), n, 60.0, 60.0,
+                                             frozenset(), params))
+            got, source = 0, None
+            while True:
+                out = await asyncio.wait_for(tr.queue.get(), 120)
+                assert out.error is None, out.error
+                got += len(out.new_token_ids)
+                if source is None and got:  # started: its first token is out
+                    source = tr.instance
+                    cluster.steal(source, "r", 1 - source)
+                if out.finished:
+                    return got, source, tr.instance
+        finally:
+            await cluster.shutdown()
+
+    got, source, end = asyncio.run(main())
+    assert got == n and end == source
+    assert counts.refused == 1 and counts.offloads == 0

@@ -30,6 +30,10 @@ class ServerMetrics(ClusterObserver):
                                 registry=r)
         self.offloads = Counter("ascendra_offloads", "Requests moved from an LP to an HP instance",
                                 registry=r)
+        # An offload the LP instance refused: the request had started (or ended) by the time the steal
+        # reached it. The simulator's steals are instant; live ones are a report and a message late.
+        self.offloads_refused = Counter("ascendra_offloads_refused", "Offloads the LP instance refused "
+                                        "(the request had started before the steal reached it)", registry=r)
         self.migrations = Counter("ascendra_migrations", "Running requests moved to another instance "
                                   "with their KV", registry=r)
         self.role_changes = Counter("ascendra_role_changes", "Instances that changed role (adaptive "
@@ -162,6 +166,9 @@ class ServerMetrics(ClusterObserver):
 
     def on_offload(self) -> None:
         self.offloads.inc()
+
+    def on_offload_refused(self) -> None:
+        self.offloads_refused.inc()
 
     def on_migration(self) -> None:
         self.migrations.inc()

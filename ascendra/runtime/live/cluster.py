@@ -268,8 +268,7 @@ class LiveCluster:
         self.views[i].update(rep.snapshot, rep.acked_seq, [rid for rid, _ in rep.received])
         self.observer.on_report(w, rep.snapshot)
         for req, target in self.router.offload(i, now):
-            self._offloads[req.request_id] = target
-            self._send(i, m.Steal(self._next_seq(), req.request_id))
+            self.steal(i, req.request_id, target)
         for mv in self.router.take_migrations():
             self.migrations.start(mv.request.request_id, mv.target)
         self._apply_role_changes()
@@ -298,6 +297,12 @@ class LiveCluster:
                 self.dispatch_latency.append(t - tr.add.arrival_time)
                 self.observer.on_dispatch_latency(t - tr.add.arrival_time)
 
+    def steal(self, i: int, rid: str, target: int) -> None:
+        """Ask instance `i` to hand request `rid` over to `target` (an offload) if it has not started;
+        its next report says whether it did (`_settle_steals`)."""
+        self._offloads[rid] = target
+        self._send(i, m.Steal(self._next_seq(), rid))
+
     def _settle_steals(self, rep: m.Report, now: float) -> None:
         """Steals the worker granted go on to their HP instance; refused ones stay where they are."""
         view = self.views[rep.index]
@@ -321,6 +326,7 @@ class LiveCluster:
             target = self._offloads.pop(rid, None)
             if target is not None:
                 self.views[target].forget(rid)
+                self.observer.on_offload_refused()
 
     # ---- faults ------------------------------------------------------------------------------
 
