@@ -257,23 +257,29 @@ def test_kv_that_does_not_fit_is_refused_and_the_request_recomputes_its_tokens(l
 
 
 @pytest.mark.slow
+def _cluster_config(num_hp: int):
+    """A live cluster of two SmolLM2 workers in float32, `num_hp` of them HP."""
+    from ascendra.core.config import KVCapacity
+    from ascendra.engine.factory import InstanceSpec
+    from ascendra.profiles import load_profile
+    from ascendra.runtime.live.state import LiveConfig
+
+    return LiveConfig(SystemConfig("ascendra", 2, num_hp=num_hp),
+                      InstanceSpec(dtype="float32", num_blocks=64),
+                      load_profile("cpu-smollm2").perf_model, KVCapacity(64, 16, 2048))
+
+
 def test_a_live_cluster_moves_a_streaming_request_and_its_stream_goes_on_unbroken():
     """Real worker processes behind the live cluster: a request moved mid-stream with its KV keeps
     streaming, with the tokens of the same request unmoved, and its source holds no block after."""
     import asyncio
     import time
 
-    from ascendra.core.config import KVCapacity
-    from ascendra.engine.factory import InstanceSpec
     from ascendra.model.sampling import SamplingParams
-    from ascendra.profiles import load_profile
     from ascendra.runtime.live import messages as m
     from ascendra.runtime.live.cluster import LiveCluster
-    from ascendra.runtime.live.state import LiveConfig
 
-    perf = load_profile("cpu-smollm2").perf_model
-    config = LiveConfig(SystemConfig("ascendra", 2, num_hp=0), InstanceSpec(dtype="float32", num_blocks=64),
-                        perf, KVCapacity(64, 16, 2048))
+    config = _cluster_config(num_hp=0)
     n = 48  # tokens: enough that the request is still running when its move is asked for
     params = SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True)
     prompt = list(range(1000, 1050))
@@ -322,13 +328,10 @@ def test_a_live_steal_that_comes_after_the_request_started_is_refused_and_counte
     import asyncio
     import time
 
-    from ascendra.core.config import KVCapacity
-    from ascendra.engine.factory import InstanceSpec
     from ascendra.model.sampling import SamplingParams
-    from ascendra.profiles import load_profile
     from ascendra.runtime.live import messages as m
     from ascendra.runtime.live.cluster import LiveCluster
-    from ascendra.runtime.live.state import ClusterObserver, LiveConfig
+    from ascendra.runtime.live.state import ClusterObserver
 
     class Counts(ClusterObserver):
         offloads = refused = 0
@@ -339,9 +342,7 @@ def test_a_live_steal_that_comes_after_the_request_started_is_refused_and_counte
         def on_offload_refused(self) -> None:
             self.refused += 1
 
-    perf = load_profile("cpu-smollm2").perf_model
-    config = LiveConfig(SystemConfig("ascendra", 2, num_hp=1), InstanceSpec(dtype="float32", num_blocks=64),
-                        perf, KVCapacity(64, 16, 2048))
+    config = _cluster_config(num_hp=1)
     n = 24
     params = SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True)
     counts = Counts()

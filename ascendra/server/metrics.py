@@ -74,6 +74,12 @@ class ServerMetrics(ClusterObserver):
                                         "autocorrelation of log(measured / predicted duration): how "
                                         "much slow iterations come in runs", labels, registry=r)
         self.alive = Gauge("ascendra_instance_alive", "1 while the instance serves", labels, registry=r)
+        # Every gauge of an instance's state under its role, and those by band too: a role change
+        # removes the instance's series under its old role from all of them.
+        self._by_role = (self.waiting, self.running, self.kv_usage, self.blocks_used, self.steps, self.busy,
+                         self.predicted_busy, self.gaps, self.num_gaps, self.spread,
+                         self.spread_correlation, self.alive)
+        self._by_role_and_band = (self.log_ratio_count, self.log_ratio_sum, self.log_ratio_squares)
         self.frames_rejected = Gauge("ascendra_worker_frames_rejected",
                                      "Frames on the worker socket dropped unread (bad signature or shape)",
                                      registry=r)
@@ -182,11 +188,9 @@ class ServerMetrics(ClusterObserver):
         would count it twice)."""
         self.role_changes.labels(worker.role).inc()
         old = (str(worker.index), old_role)
-        for g in (self.waiting, self.running, self.kv_usage, self.blocks_used, self.alive, self.steps,
-                  self.busy, self.predicted_busy, self.gaps, self.num_gaps, self.spread,
-                  self.spread_correlation):
+        for g in self._by_role:
             _remove(g, old)
-        for g in (self.log_ratio_count, self.log_ratio_sum, self.log_ratio_squares):
+        for g in self._by_role_and_band:
             for b in range(len(BAND_EDGES) + 1):
                 _remove(g, (*old, band_label(b)))
 

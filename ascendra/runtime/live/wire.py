@@ -60,8 +60,10 @@ class Codec:
         heads = [0, 0]  # type codes read, and those that opened a message's array
 
         def ext_hook(code: int, data: bytes) -> _Head:
-            if not 0 <= code < len(self._types) or data:
+            if not 0 <= code < len(self._types):
                 raise BadMessage(f"unknown message type {code}")
+            if data:
+                raise BadMessage("a message's type code carries data")
             heads[0] += 1
             return _Head(code)
 
