@@ -153,7 +153,10 @@ class Router:
     def offload(self, index: int, now: float) -> list[tuple[Request, int]]:
         """Project the first-token time of every request waiting on LP instance `index`, in the
         order its policy serves them, and move those that would come too late to the HP instance
-        that can still meet their deadline, before their prefill starts. A few vectorised passes
+        that can still meet their deadline, before their prefill starts, if it gives their first
+        token sooner than this queue does as it stands. The stretch for the shorter prompts to come
+        decides who is at risk, not where they go: the HP instance gets arrivals too, and a prompt
+        moved for no gain takes the room of one the HP pool could save. A few vectorised passes
         over the queue's columns; no copies of scheduler state. Returns the moves as (request, HP
         index). With adaptive roles, the check also feeds the role rule and may change a role."""
         if not self._offloads_from[index]:
@@ -194,21 +197,22 @@ class Router:
         times, cost, stretch = first.times[order] - now, first.cost[order], stretch[order]
         helpable = ~misses_deadline(now, alone, deadline, snap.projection.slowdown)[order]
         threshold = threshold[order]
-        at_risk: list[int] = []
+        at_risk: list[tuple[int, float]] = []  # (position, first token projected if it stays)
         start, removed = 0, 0.0
         while len(at_risk) < cfg.max_offloads_per_check and start < len(order):
             risk = (now + (times[start:] - removed) * stretch[start:] > threshold[start:]) & helpable[start:]
             j = int(risk.argmax())
             if not risk[j]:
                 break
-            at_risk.append(int(order[start + j]))
+            at_risk.append((int(order[start + j]), now + times[start + j] - removed))
             removed += cost[start + j]
             start += j + 1
         moves: list[tuple[Request, int]] = []
         late_now: dict[int, int] = {}  # per HP instance: how many it already cannot serve in time
         self._at_risk[index] = bool(at_risk) or bool(first.late.any())  # savable or not
-        for req in [snap.waiting[i] for i in at_risk]:  # positions first: take_waiting shifts them
-            target = self._hp_for(req, now, late_now)
+        # Positions first: take_waiting shifts them.
+        for req, stay in [(snap.waiting[i], t) for i, t in at_risk]:
+            target = self._hp_for(req, now, late_now, sooner_than=stay)
             if target is None:
                 self._refused += 1
                 continue
@@ -283,9 +287,10 @@ class Router:
         """`_admits` on instance j as it stands."""
         return self._admits(self.instances[j].snapshot(), req, now)
 
-    def _hp_for(self, req: Request, now: float, late_now: dict[int, int]) -> int | None:
-        """The HP instance that admits `req` with the earliest projected first token."""
-        best, best_t = None, math.inf
+    def _hp_for(self, req: Request, now: float, late_now: dict[int, int], sooner_than: float) -> int | None:
+        """The HP instance that admits `req` with the earliest projected first token, if that is
+        earlier than `sooner_than`."""
+        best, best_t = None, sooner_than
         for h in self.hp:
             if not self.alive[h]:
                 continue
