@@ -35,7 +35,7 @@ def test_quick_is_the_recorded_headline_experiment_on_fewer_seeds():
     found = recorded.find(*experiment("--quick"))
     assert found is not None and found.path == HEADLINE and found.seeds == (0, 1, 2)
     overall, per_seed = found.vs_best_baseline("ascendra", 0.99)
-    assert f"{overall:.2f}" == "1.41" and [f"{x:.2f}" for x in per_seed] == ["1.33", "1.38", "1.46"]
+    assert f"{overall:.2f}" == "1.46" and [f"{x:.2f}" for x in per_seed] == ["1.41", "1.46", "1.51"]
     assert recorded.find(*experiment()) == found  # the full run is the same experiment
     for other in (["--num-requests", "600"], ["--sweep"], ["--rel-tol", "0.1"], ["--slo", "relaxed"],
                   ["--systems", "sarathi,ascendra"]):
@@ -51,7 +51,8 @@ def test_quick_lands_inside_the_recorded_spread(tmp_path: Path, capsys: pytest.C
     row = next(r for r in d["rows"] if r["system"] == "ascendra")
     _, per_seed = recorded.find(*experiment("--quick")).vs_best_baseline("ascendra", 0.99)
     assert d["quick"] and d["plan"]["seeds"] == [0]
-    assert row["vs best baseline@99%"] == pytest.approx(per_seed[0])  # the full run's seed 0, exactly
-    assert min(per_seed) <= row["vs best baseline@99%"] <= max(per_seed)
-    assert "ascendra / best baseline @99%: 1.33x in this run (seed 0); the recorded full run" in text
-    assert "1.41x, seed by seed 1.33x / 1.38x / 1.46x" in text
+    # The quick run takes the best configuration on seed 0; the full run the best over three seeds
+    # (3 LP : 1 HP, 27.5 on seed 0), and 2 LP : 2 HP has 28 on seed 0.
+    assert per_seed[0] <= row["vs best baseline@99%"] <= max(per_seed)
+    assert "ascendra / best baseline @99%: 1.44x in this run (seed 0); the recorded full run" in text
+    assert "1.46x, seed by seed 1.41x / 1.46x / 1.51x" in text
