@@ -108,7 +108,9 @@ def test_streaming_client_that_leaves_frees_the_engines_kv(server):
 
 
 def test_non_streaming_client_that_leaves_frees_the_engines_kv(server):
-    body = {"model": MODEL, "prompt": "Write a long story about a dragon.", "max_tokens": 400,
+    # 1,000 tokens take the engine well over the client's 10 s on this CPU, and 10 s leaves the
+    # watcher, polling both engines' metrics on a loaded machine, time to see the request run.
+    body = {"model": MODEL, "prompt": "Write a long story about a dragon.", "max_tokens": 1000,
             "temperature": 0, "ignore_eos": True}
     started = threading.Event()
 
@@ -119,7 +121,7 @@ def test_non_streaming_client_that_leaves_frees_the_engines_kv(server):
     t.start()
     with pytest.raises(httpx.ReadTimeout):
         # The client gives up while the engine is generating: the server sees it leave and aborts.
-        httpx.post(server.url + "/v1/completions", json=body, timeout=httpx.Timeout(10, read=3))
+        httpx.post(server.url + "/v1/completions", json=body, timeout=httpx.Timeout(10, read=10))
     t.join()
     assert started.is_set()
     assert wait_for(lambda: _idle(server), 60)

@@ -63,8 +63,10 @@ class ServerProcess:
         self.log.flush()
         return Path(self.log.name).read_text()[-4000:]
 
-    def health(self) -> dict:
-        return httpx.get(self.url + "/health", timeout=5.0, headers=self.headers).json()
+    def health(self, timeout: float = 30.0) -> dict:
+        """The server's /health. The default wait is generous: tests call this beside engines that
+        hold both cores of a small CI machine."""
+        return httpx.get(self.url + "/health", timeout=timeout, headers=self.headers).json()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         """Signal the server and wait for it to exit; returns its exit code."""
