@@ -256,7 +256,6 @@ def test_kv_that_does_not_fit_is_refused_and_the_request_recomputes_its_tokens(l
     assert landed == {"r0": 0, "r1": 0}  # refused at the door, recomputed from their tokens
 
 
-@pytest.mark.slow
 def _cluster_config(num_hp: int):
     """A live cluster of two SmolLM2 workers in float32, `num_hp` of them HP."""
     from ascendra.core.config import KVCapacity
@@ -269,6 +268,7 @@ def _cluster_config(num_hp: int):
                       load_profile("cpu-smollm2").perf_model, KVCapacity(64, 16, 2048))
 
 
+@pytest.mark.slow
 def test_a_live_cluster_moves_a_streaming_request_and_its_stream_goes_on_unbroken():
     """Real worker processes behind the live cluster: a request moved mid-stream with its KV keeps
     streaming, with the tokens of the same request unmoved, and its source holds no block after."""
@@ -321,6 +321,7 @@ def test_a_live_cluster_moves_a_streaming_request_and_its_stream_goes_on_unbroke
     assert len(moved) == n and moved == unmoved
 
 
+@pytest.mark.slow
 def test_a_live_steal_that_comes_after_the_request_started_is_refused_and_counted():
     """Live, a steal reaches the LP worker a report and a message after the router decided it (the
     simulator's is instant): a request that started meanwhile stays, streams every token where it
