@@ -24,7 +24,14 @@ from ascendra.bench.prompts import PromptBuilder
 from ascendra.bench.report import to_record
 from ascendra.bench.runner import RunOptions, build_requests, run_requests
 from ascendra.cluster.system import SystemConfig
-from ascendra.core.iteration_stats import BAND_EDGES, IterationNoise, Moments, band_label
+from ascendra.core.iteration_stats import (
+    BAND_EDGES,
+    LOG_RATIO_EDGES,
+    IterationNoise,
+    Moments,
+    band_label,
+    bucket_label,
+)
 from ascendra.core.request import SLO
 from ascendra.metrics import Summary, summarize
 from ascendra.profiles import Profile
@@ -96,12 +103,16 @@ class Calibration:
     @classmethod
     def from_metrics(cls, text: str, gap: float, correlation: float) -> Calibration:
         """Pooled over the instances (the `ascendra_instance_iteration_log_ratio_*` gauges)."""
-        def stat(name: str, b: int) -> float:
-            return metric(text, f"ascendra_instance_iteration_log_ratio_{name}", band=band_label(b))
+        def stat(name: str, b: int, **labels: str) -> float:
+            return metric(text, f"ascendra_instance_iteration_log_ratio_{name}", band=band_label(b), **labels)
 
-        bands = [Moments(int(stat("count", b)), stat("sum", b), stat("squares", b))
-                 for b in range(len(BAND_EDGES) + 1)]
-        return cls(gap, bands, correlation)
+        def band(b: int) -> Moments:
+            buckets = [bucket_label(k) for k in range(len(LOG_RATIO_EDGES) + 1)]
+            return Moments(int(stat("count", b)), stat("sum", b), stat("squares", b),
+                           [int(stat("bucket", b, le=le)) for le in buckets],
+                           [stat("bucket_sum", b, le=le) for le in buckets])
+
+        return cls(gap, [band(b) for b in range(len(BAND_EDGES) + 1)], correlation)
 
     @classmethod
     def pooled(cls, runs: Sequence[Calibration]) -> Calibration:

@@ -39,10 +39,9 @@ class SimExecutor:
         noise = self.noise
         if noise is None:
             return seconds
-        mean, sd = noise.band(seconds)
         rho = noise.correlation
         self._z = rho * self._z + math.sqrt(1.0 - rho * rho) * self._rng.gauss(0.0, 1.0)
-        return seconds * math.exp(mean + sd * self._z)
+        return seconds * math.exp(noise.log_ratio(seconds, self._z))
 
     def release(self, request_id: str) -> None:
         pass  # no per-request state

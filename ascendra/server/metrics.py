@@ -6,7 +6,7 @@ from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ascendra.core.iteration_stats import BAND_EDGES, band_label
+from ascendra.core.iteration_stats import BAND_EDGES, LOG_RATIO_EDGES, band_label, bucket_label
 from ascendra.engine.instance import RequestOutput
 from ascendra.metrics.records import RequestRecord
 from ascendra.runtime.live.messages import Snapshot
@@ -70,6 +70,13 @@ class ServerMetrics(ClusterObserver):
                                    "predicted duration) over the band's iterations", band, registry=r)
         self.log_ratio_squares = Gauge("ascendra_instance_iteration_log_ratio_squares", "Sum of its "
                                        "squares", band, registry=r)
+        bucket = [*band, "le"]
+        self.log_ratio_bucket = Gauge("ascendra_instance_iteration_log_ratio_bucket", "Iterations of the "
+                                      "band whose log(measured / predicted duration) is under le and over "
+                                      "the bucket below (not cumulative)", bucket, registry=r)
+        self.log_ratio_bucket_sum = Gauge("ascendra_instance_iteration_log_ratio_bucket_sum", "Sum of "
+                                          "log(measured / predicted duration) over the bucket's iterations",
+                                          bucket, registry=r)
         self.spread_correlation = Gauge("ascendra_instance_iteration_spread_correlation", "Lag-1 "
                                         "autocorrelation of log(measured / predicted duration): how "
                                         "much slow iterations come in runs", labels, registry=r)
@@ -139,6 +146,10 @@ class ServerMetrics(ClusterObserver):
                 self.log_ratio_count.labels(*lab, band_label(b)).set(m.n)
                 self.log_ratio_sum.labels(*lab, band_label(b)).set(m.total)
                 self.log_ratio_squares.labels(*lab, band_label(b)).set(m.squares)
+                for k, (c, t) in enumerate(zip(m.bucket_counts, m.bucket_sums, strict=True)):
+                    if c:
+                        self.log_ratio_bucket.labels(*lab, band_label(b), bucket_label(k)).set(c)
+                        self.log_ratio_bucket_sum.labels(*lab, band_label(b), bucket_label(k)).set(t)
         seen = self._preempt_seen.get(worker.index, 0)
         if snap.num_preemptions > seen:
             self.preemptions.labels(str(worker.index)).inc(snap.num_preemptions - seen)
@@ -190,9 +201,12 @@ class ServerMetrics(ClusterObserver):
         old = (str(worker.index), old_role)
         for g in self._by_role:
             _remove(g, old)
-        for g in self._by_role_and_band:
-            for b in range(len(BAND_EDGES) + 1):
+        for b in range(len(BAND_EDGES) + 1):
+            for g in self._by_role_and_band:
                 _remove(g, (*old, band_label(b)))
+            for k in range(len(LOG_RATIO_EDGES) + 1):
+                for g in (self.log_ratio_bucket, self.log_ratio_bucket_sum):
+                    _remove(g, (*old, band_label(b), bucket_label(k)))
 
     def on_dispatch_latency(self, seconds: float) -> None:
         self.overhead.labels("dispatch").observe(seconds)
