@@ -144,7 +144,7 @@ def test_a_queue_that_no_budget_fits_projects_infinity_not_nan() -> None:
     infinite = 0
     for seed in range(40):
         s, _, now = queue("ascendra-lp", seed)
-        s.slowdown = 3.0
+        s.slowdown = s.step_slowdown = 3.0  # every iteration 3x: the typical one too
         first, _ = project(s.snapshot(), now)
         assert not np.isnan(first.times).any(), seed
         infinite += int(np.isinf(first.times).any())

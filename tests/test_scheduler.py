@@ -189,6 +189,32 @@ def test_unknown_policy_is_a_clear_error():
         make_scheduler("fifo", SchedulerConfig(), BlockManager(4), PERF)
 
 
+def test_stalls_count_in_the_projections_but_do_not_shrink_the_budget():
+    """On a busy host one decode in five was descheduled and took 10x; the others ran as the
+    model says. The mean slowdown counts the stalls (the router's projected sums must), but the
+    budget is sized by the typical iteration: the prompt's chunk stays near its size (it was a
+    quarter of it sized by the mean), since no budget prevents a stall."""
+    s = sched("ascendra-lp", max_num_batched_tokens=8192)
+    run_to_decode(s, *[req(f"d{i}", 50, out=1000, tbt=0.05) for i in range(8)])
+    s.add_request(req("p", 6000))
+    fair = s.schedule(1.0)
+    chunk = fair.num_new_tokens[-1]
+    s.update(fair, None, 1.0 + PERF.predict(fair.shape))
+    t = 2.0
+    for k in range(40):
+        b = s.schedule(t)
+        b.requests, b.num_new_tokens = b.requests[:8], b.num_new_tokens[:8]  # keep "p" out
+        b.shape = type(b.shape).of(decodes=[r.num_computed_tokens for r in b.requests])
+        b.predicted = PERF.predict(b.shape)
+        t += (10.0 if k % 5 == 4 else 1.0) * b.predicted
+        s.update(b, None, t)
+    assert s.slowdown > 1.5
+    assert s.step_slowdown == pytest.approx(1.0, abs=0.1)
+    after = s.schedule(t)
+    chunks = dict(zip([r.request_id for r in after.requests], after.num_new_tokens, strict=True))
+    assert chunks["p"] >= 0.85 * chunk
+
+
 def test_lp_learns_a_slowdown_and_shrinks_its_budget():
     """Live iterations that take twice the prediction (a noisy neighbour) make the LP policy size
     its prompt chunks for the time it really has, so the decodes keep their TBT."""

@@ -103,6 +103,7 @@ class Projection:
     perf_model: PerfModel
     slowdown: float = 1.0  # measured over predicted iteration time, as the instance learnt it
     min_ttft_slo: float | None = None  # tightest TTFT SLO among requests without a first token
+    step_slowdown: float = 1.0  # the typical iteration's (its median): what budgets are sized by
 
     def prefill_rate(self, num_decodes: int, decode_context: int, min_tbt: float | None) -> PrefillRate:
         return self.policy.prefill_rate(self, num_decodes, decode_context, min_tbt)

@@ -16,10 +16,8 @@ from ascendra.core.perf_model import PerfModel
 from ascendra.core.projection import PrefillRate, Projection, QueueView
 from ascendra.core.queue import RequestQueue
 from ascendra.core.request import Request, RequestStatus
+from ascendra.core.slowdown import learnt_slowdown, learnt_step_slowdown
 from ascendra.core.ttft_slos import PendingTTFT
-
-SLOWDOWN_GAIN = 0.2  # weight of the newest iteration in the slowdown average
-SLOWDOWN_RANGE = (0.2, 10.0)  # one wild measurement (a descheduled process) moves it only so far
 
 
 class Scheduler:
@@ -44,6 +42,7 @@ class Scheduler:
         # scattered as measured); live, it is learnt from the `now`s given to schedule and update,
         # no clock read.
         self.slowdown = 1.0
+        self.step_slowdown = 1.0  # the typical iteration's: what budgets are sized by
         self._pending_ttft = PendingTTFT(0.0 if perf_model is None else self.ttft_floor(config, perf_model))
 
     # ---- policy hooks --------------------------------------------------------------------------
@@ -85,7 +84,8 @@ class Scheduler:
         """This instance's budget rule with the state it reads now (None without a perf model)."""
         if self.perf_model is None:
             return None
-        return Projection(type(self), self.config, self.perf_model, self.slowdown, self.min_ttft_slo)
+        return Projection(type(self), self.config, self.perf_model, self.slowdown, self.min_ttft_slo,
+                          self.step_slowdown)
 
     @property
     def min_ttft_slo(self) -> float | None:
@@ -330,7 +330,9 @@ class Scheduler:
         if finished:
             self.running = [r for r in self.running if r.status is running]
         if batch.predicted > 0:
-            self.slowdown = learnt_slowdown(self.slowdown, now - batch.start_time, batch.predicted)
+            elapsed = now - batch.start_time
+            self.slowdown = learnt_slowdown(self.slowdown, elapsed, batch.predicted)
+            self.step_slowdown = learnt_step_slowdown(self.step_slowdown, elapsed, batch.predicted)
         return finished
 
     # ---- what the router reads -----------------------------------------------------------------
@@ -351,14 +353,6 @@ class Scheduler:
         q = self.waiting
         return QueueView(q.as_list(), q.columns, prefilling, len(decodes), ctx, min_tbt, self.projection(),
                          decodes)
-
-
-def learnt_slowdown(slowdown: float, elapsed: float, predicted: float) -> float:
-    """The slowdown after an iteration predicted at `predicted` seconds took `elapsed`: the one
-    rule, for our engine's scheduler and for the vLLM plugin alike."""
-    lo, hi = SLOWDOWN_RANGE
-    ratio = min(hi, max(lo, elapsed / predicted))
-    return slowdown + SLOWDOWN_GAIN * (ratio - slowdown)
 
 
 def decode_shape(num_decodes: int, decode_context: int) -> BatchShape:

@@ -42,7 +42,8 @@ from ascendra.core.policies.sarathi import SarathiScheduler
 from ascendra.core.projection import Projection, QueueView
 from ascendra.core.queue import REMAINING
 from ascendra.core.request import SLO
-from ascendra.core.scheduler import Scheduler, learnt_slowdown
+from ascendra.core.scheduler import Scheduler
+from ascendra.core.slowdown import learnt_slowdown, learnt_step_slowdown
 from ascendra.core.ttft_slos import PendingTTFT
 from ascendra.runtime.live import messages as m
 from ascendra.runtime.live.worker import wire_snapshot
@@ -61,7 +62,7 @@ class _Step:
     vllm_schedule_seconds: float  # vLLM's schedule(), our waiting queue's methods included
     num_waiting: int
     budget: int  # the step's token budget (the policy's, or vLLM's own for the stock scheduler)
-    slowdown: float  # the learnt slowdown that budget was sized with
+    slowdown: float  # the typical iteration's learnt slowdown that budget was sized with
 
 
 class AscendraScheduler(AsyncScheduler):
@@ -86,6 +87,7 @@ class AscendraScheduler(AsyncScheduler):
         policy, perf = self.ascendra_policy, self.perf_model
         self.pending_ttft = PendingTTFT(policy.ttft_floor(self.policy_config, perf) if perf else 0.0)
         self.slowdown = 1.0
+        self.step_slowdown = 1.0
         self.iterations = IterationStats()
         self.num_steps = 0
         self.num_stolen = 0
@@ -182,7 +184,7 @@ class AscendraScheduler(AsyncScheduler):
             # Our own cost around vLLM's (the queue's order inside it is vLLM's loop's to pay).
             own = (t1 - t0) + (time.perf_counter() - t2)
             self._steps.append(_Step(now, shape, predicted, own, t2 - t1, len(self.waiting),
-                                     self.max_num_scheduled_tokens, self.slowdown))
+                                     self.max_num_scheduled_tokens, self.step_slowdown))
         return out
 
     def _decode_state(self) -> tuple[int, int, float | None, list]:
@@ -204,7 +206,7 @@ class AscendraScheduler(AsyncScheduler):
         if self.perf_model is None:
             return None
         return Projection(self.ascendra_policy, self.policy_config, self.perf_model, self.slowdown,
-                          self.pending_ttft.tightest())
+                          self.pending_ttft.tightest(), self.step_slowdown)
 
     def _token_budget(self) -> int:
         """The policy's own budget rule (`prefill_rate`, what the router projects with), plus one
@@ -229,6 +231,7 @@ class AscendraScheduler(AsyncScheduler):
             self.num_steps += 1
             if step.predicted > 0 and elapsed > 0:
                 self.slowdown = learnt_slowdown(self.slowdown, elapsed, step.predicted)
+                self.step_slowdown = learnt_step_slowdown(self.step_slowdown, elapsed, step.predicted)
                 self.iterations.record(elapsed, step.predicted)
         for rid in scheduler_output.num_scheduled_tokens:
             req, mirror = self.requests.get(rid), self.mirrors.get(rid)
@@ -260,7 +263,7 @@ class AscendraScheduler(AsyncScheduler):
         num_blocks = self.kv_cache_config.num_blocks
         used = int(round(self.kv_cache_manager.usage * num_blocks))
         snap = wire_snapshot(view, pending, len(self.running), used, num_blocks, 0, self.num_steps,
-                             self.pending_ttft.tightest(), self.slowdown, self.iterations)
+                             self.pending_ttft.tightest(), self.slowdown, self.iterations, self.step_slowdown)
         self.link.send(m.Report(self.ascendra.index, 0, snap, received=self._received, stolen=self._stolen,
                                 refused=self._refused))
         self._received, self._stolen, self._refused = [], [], []

@@ -52,13 +52,13 @@ class AscendraLPScheduler(Scheduler):
                      ) -> PrefillRate:
         cfg = p.config
         base = decode_shape(num_decodes, decode_context)
-        limit = budget_limit(cfg, p.perf_model, p.slowdown, base, min_tbt if num_decodes else None,
+        limit = budget_limit(cfg, p.perf_model, p.step_slowdown, base, min_tbt if num_decodes else None,
                              p.min_ttft_slo)
         if limit is None:
             return PrefillRate.of(p, cfg.max_idle_budget, num_decodes, decode_context)
         cap = cfg.max_num_batched_tokens - num_decodes
         # What the time budget alone fits (up to a few times the token cap: past that it never binds).
-        fits = p.perf_model.max_prefill_tokens(base, limit / p.slowdown, 0, 4 * cap)
+        fits = p.perf_model.max_prefill_tokens(base, limit / p.step_slowdown, 0, 4 * cap)
         tokens = min(fits, cap)
         if not num_decodes and tokens < cfg.min_prefill_chunk:  # the progress guarantee (_chunk_limit)
             return PrefillRate.of(p, cfg.min_prefill_chunk, num_decodes, decode_context)
@@ -87,11 +87,11 @@ class AscendraLPScheduler(Scheduler):
         min_tbt = min(map(_tbt, batch.requests)) if decodes else None
         perf = self.perf_model
         limit = (time_limit(cfg, min_tbt, self.min_ttft_slo) if perf is None else
-                 budget_limit(cfg, perf, self.slowdown, batch.shape, min_tbt, self.min_ttft_slo))
+                 budget_limit(cfg, perf, self.step_slowdown, batch.shape, min_tbt, self.min_ttft_slo))
         if limit is None or perf is None:
             cap = cfg.max_idle_budget if limit is None else cfg.max_num_batched_tokens
             return lambda req: min(req.num_remaining_prefill, cap - batch.shape.num_tokens)
-        limit /= self.slowdown  # in the model's seconds
+        limit /= self.step_slowdown  # in the model's seconds, for the typical iteration
 
         def chunk_limit(req: Request) -> int:
             cap = min(req.num_remaining_prefill, cfg.max_num_batched_tokens - batch.shape.num_tokens)

@@ -162,6 +162,7 @@ class Snapshot:
     iterations: IterationStats = field(default_factory=IterationStats)
     decoding: list[str] = field(default_factory=list)  # the running decodes (migration candidates)
     kv_room: int = 0  # tokens of KV a request migrated here could bring (BlockManager.room)
+    step_slowdown: float = 1.0  # the typical iteration's slowdown, which the budget rule reads
 
 
 @dataclass(slots=True)

@@ -123,7 +123,8 @@ class RemoteInstanceView:
                 decodes.append(req)
         # The worker's own state, as it plans with it: its learnt slowdown and the tightest TTFT
         # SLO it holds; adds still in transit will join that.
-        projection = replace(self._projection, slowdown=report.slowdown, min_ttft_slo=report.min_ttft_slo)
+        projection = replace(self._projection, slowdown=report.slowdown, min_ttft_slo=report.min_ttft_slo,
+                             step_slowdown=report.step_slowdown)
         for _, req in self.in_transit.values():
             queue.push(req)
             pending += req.num_remaining_prefill

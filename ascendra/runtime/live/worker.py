@@ -39,14 +39,15 @@ def snapshot_of(sched: Scheduler, num_steps: int = 0, iterations: IterationStats
     bm = sched.block_manager
     snap = wire_snapshot(sched.snapshot(), sched.pending_prefill_tokens, sched.num_running,
                          bm.num_blocks - bm.num_free_blocks, bm.num_blocks, sched.num_preemptions, num_steps,
-                         sched.min_ttft_slo, sched.slowdown, iterations)
+                         sched.min_ttft_slo, sched.slowdown, iterations, sched.step_slowdown)
     snap.kv_room = bm.room()  # our engine's KV can move here (a vLLM engine's reports leave it 0)
     return snap
 
 
 def wire_snapshot(snap: QueueView, pending_prefill_tokens: int, num_running: int, blocks_used: int,
                   num_blocks: int, num_preemptions: int, num_steps: int, min_ttft_slo: float | None,
-                  slowdown: float, iterations: IterationStats | None = None) -> m.Snapshot:
+                  slowdown: float, iterations: IterationStats | None = None,
+                  step_slowdown: float = 1.0) -> m.Snapshot:
     """A queue view as the router reads it, by request id: from our scheduler or the vLLM plugin."""
     return m.Snapshot(
         waiting=[
@@ -67,6 +68,7 @@ def wire_snapshot(snap: QueueView, pending_prefill_tokens: int, num_running: int
         min_ttft_slo=min_ttft_slo,
         slowdown=slowdown,
         iterations=iterations or IterationStats(),
+        step_slowdown=step_slowdown,
     )
 
 
