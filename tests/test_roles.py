@@ -3,6 +3,8 @@ live worker on the real model."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from ascendra.cluster.roles import DEMOTE, PROMOTE, STAY, AdaptiveRoles, PoolSample
@@ -197,6 +199,7 @@ def test_an_idle_instance_takes_its_share_of_an_lp_backlog_only_with_adaptive_ro
 def test_after_a_role_change_an_instance_has_its_metrics_under_the_new_role_alone():
     from prometheus_client import generate_latest
 
+    from ascendra.core.iteration_stats import IterationStats
     from ascendra.runtime.live.messages import Snapshot
     from ascendra.runtime.live.state import WorkerState
     from ascendra.server.launch import metric
@@ -204,11 +207,18 @@ def test_after_a_role_change_an_instance_has_its_metrics_under_the_new_role_alon
 
     metrics = ServerMetrics()
     w = WorkerState(0, "lp", "ascendra-lp", None)
-    metrics.on_report(w, Snapshot(blocks_used=7, num_blocks=10))
+    stats = IterationStats()
+    stats.record(0.03, 0.03)
+    metrics.on_report(w, Snapshot(blocks_used=7, num_blocks=10, iterations=stats))
     w.role = "hp"
     metrics.on_role_change(w, "lp")
-    metrics.on_report(w, Snapshot(blocks_used=3, num_blocks=10))
+    stats.record(0.3, 0.03)  # a stall: the histogram's top bucket
+    metrics.on_report(w, Snapshot(blocks_used=3, num_blocks=10, iterations=stats))
     text = generate_latest(metrics.registry).decode()
     assert metric(text, "ascendra_kv_blocks_used", instance="0") == 3  # not 3 + the stale 7
     assert not [line for line in text.splitlines() if 'instance="0",role="lp"' in line]
+    bucket = "ascendra_instance_iteration_log_ratio_bucket"
+    assert metric(text, bucket, instance="0", role="hp") == 2
+    assert metric(text, bucket, instance="0", band="0.05", le="0") == 1  # log(1) = 0: the bucket up to 0
+    assert metric(text, f"{bucket}_sum", instance="0", band="0.05", le="2.4") == pytest.approx(math.log(10))
     assert metric(text, "ascendra_role_changes_total", role="hp") == 1

@@ -6,12 +6,13 @@ from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ascendra.core.iteration_stats import BAND_EDGES, LOG_RATIO_EDGES, band_label, bucket_label
+from ascendra.core.iteration_stats import BAND_EDGES, band_label
 from ascendra.engine.instance import RequestOutput
 from ascendra.metrics.records import RequestRecord
 from ascendra.runtime.live.messages import Snapshot
 from ascendra.runtime.live.state import ClusterObserver, Tracked, WorkerState
 from ascendra.server.departures import STAGES, Departures
+from ascendra.server.iteration_histograms import IterationHistograms
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -70,13 +71,8 @@ class ServerMetrics(ClusterObserver):
                                    "predicted duration) over the band's iterations", band, registry=r)
         self.log_ratio_squares = Gauge("ascendra_instance_iteration_log_ratio_squares", "Sum of its "
                                        "squares", band, registry=r)
-        bucket = [*band, "le"]
-        self.log_ratio_bucket = Gauge("ascendra_instance_iteration_log_ratio_bucket", "Iterations of the "
-                                      "band whose log(measured / predicted duration) is under le and over "
-                                      "the bucket below (not cumulative)", bucket, registry=r)
-        self.log_ratio_bucket_sum = Gauge("ascendra_instance_iteration_log_ratio_bucket_sum", "Sum of "
-                                          "log(measured / predicted duration) over the bucket's iterations",
-                                          bucket, registry=r)
+        self.histograms = IterationHistograms()
+        r.register(self.histograms)
         self.spread_correlation = Gauge("ascendra_instance_iteration_spread_correlation", "Lag-1 "
                                         "autocorrelation of log(measured / predicted duration): how "
                                         "much slow iterations come in runs", labels, registry=r)
@@ -141,15 +137,12 @@ class ServerMetrics(ClusterObserver):
         self.num_gaps.labels(*lab).set(it.num_gaps)
         self.spread.labels(*lab).set(it.spread)
         self.spread_correlation.labels(*lab).set(it.spread_correlation)
+        self.histograms.update(worker.index, worker.role, it)
         for b, m in enumerate(it.bands):
             if m.n:
                 self.log_ratio_count.labels(*lab, band_label(b)).set(m.n)
                 self.log_ratio_sum.labels(*lab, band_label(b)).set(m.total)
                 self.log_ratio_squares.labels(*lab, band_label(b)).set(m.squares)
-                for k, (c, t) in enumerate(zip(m.bucket_counts, m.bucket_sums, strict=True)):
-                    if c:
-                        self.log_ratio_bucket.labels(*lab, band_label(b), bucket_label(k)).set(c)
-                        self.log_ratio_bucket_sum.labels(*lab, band_label(b), bucket_label(k)).set(t)
         seen = self._preempt_seen.get(worker.index, 0)
         if snap.num_preemptions > seen:
             self.preemptions.labels(str(worker.index)).inc(snap.num_preemptions - seen)
@@ -201,12 +194,9 @@ class ServerMetrics(ClusterObserver):
         old = (str(worker.index), old_role)
         for g in self._by_role:
             _remove(g, old)
-        for b in range(len(BAND_EDGES) + 1):
-            for g in self._by_role_and_band:
+        for g in self._by_role_and_band:
+            for b in range(len(BAND_EDGES) + 1):
                 _remove(g, (*old, band_label(b)))
-            for k in range(len(LOG_RATIO_EDGES) + 1):
-                for g in (self.log_ratio_bucket, self.log_ratio_bucket_sum):
-                    _remove(g, (*old, band_label(b), bucket_label(k)))
 
     def on_dispatch_latency(self, seconds: float) -> None:
         self.overhead.labels("dispatch").observe(seconds)
