@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from ascendra.core.batch import ScheduledBatch
 from ascendra.core.block_manager import BlockManager
 from ascendra.core.config import KVCapacity
 from ascendra.core.perf_model import PerfModel
@@ -189,53 +190,47 @@ def test_unknown_policy_is_a_clear_error():
         make_scheduler("fifo", SchedulerConfig(), BlockManager(4), PERF)
 
 
+def _decodes_beside_a_prompt(ratios: list[float]) -> tuple[Scheduler, int, ScheduledBatch]:
+    """Eight decodes (TBT 50 ms) and a long prompt on an LP instance; after the first chunk,
+    decode-only iterations that take `ratios[k]` x their prediction. Returns the scheduler, the
+    prompt's first chunk, and the batch scheduled after them."""
+    s = sched("ascendra-lp", max_num_batched_tokens=8192)
+    run_to_decode(s, *[req(f"d{i}", 50, out=1000, tbt=0.05) for i in range(8)])
+    s.add_request(req("p", 6000))
+    fair = s.schedule(1.0)
+    s.update(fair, None, 1.0 + PERF.predict(fair.shape))
+    t = 2.0
+    for ratio in ratios:
+        b = s.schedule(t)
+        b.requests, b.num_new_tokens = b.requests[:8], b.num_new_tokens[:8]  # keep "p" out
+        b.shape = type(b.shape).of(decodes=[r.num_computed_tokens for r in b.requests])
+        b.predicted = PERF.predict(b.shape)
+        t += ratio * b.predicted
+        s.update(b, None, t)
+    return s, fair.num_new_tokens[-1], s.schedule(t)
+
+
+def _chunk_of(batch: ScheduledBatch, request_id: str) -> int:
+    return dict(zip([r.request_id for r in batch.requests], batch.num_new_tokens, strict=True))[request_id]
+
+
 def test_stalls_count_in_the_projections_but_do_not_shrink_the_budget():
     """On a busy host one decode in five was descheduled and took 10x; the others ran as the
     model says. The mean slowdown counts the stalls (the router's projected sums must), but the
     budget is sized by the typical iteration: the prompt's chunk stays near its size (it was a
     quarter of it sized by the mean), since no budget prevents a stall."""
-    s = sched("ascendra-lp", max_num_batched_tokens=8192)
-    run_to_decode(s, *[req(f"d{i}", 50, out=1000, tbt=0.05) for i in range(8)])
-    s.add_request(req("p", 6000))
-    fair = s.schedule(1.0)
-    chunk = fair.num_new_tokens[-1]
-    s.update(fair, None, 1.0 + PERF.predict(fair.shape))
-    t = 2.0
-    for k in range(40):
-        b = s.schedule(t)
-        b.requests, b.num_new_tokens = b.requests[:8], b.num_new_tokens[:8]  # keep "p" out
-        b.shape = type(b.shape).of(decodes=[r.num_computed_tokens for r in b.requests])
-        b.predicted = PERF.predict(b.shape)
-        t += (10.0 if k % 5 == 4 else 1.0) * b.predicted
-        s.update(b, None, t)
+    s, chunk, after = _decodes_beside_a_prompt([10.0 if k % 5 == 4 else 1.0 for k in range(40)])
     assert s.slowdown > 1.5
     assert s.step_slowdown == pytest.approx(1.0, abs=0.1)
-    after = s.schedule(t)
-    chunks = dict(zip([r.request_id for r in after.requests], after.num_new_tokens, strict=True))
-    assert chunks["p"] >= 0.85 * chunk
+    assert _chunk_of(after, "p") >= 0.85 * chunk
 
 
 def test_lp_learns_a_slowdown_and_shrinks_its_budget():
     """Live iterations that take twice the prediction (a noisy neighbour) make the LP policy size
     its prompt chunks for the time it really has, so the decodes keep their TBT."""
-    s = sched("ascendra-lp", max_num_batched_tokens=8192)
-    run_to_decode(s, *[req(f"d{i}", 50, out=1000, tbt=0.05) for i in range(8)])
-    s.add_request(req("p", 6000))
-    fair = s.schedule(1.0)
-    chunk = fair.num_new_tokens[-1]
-    s.update(fair, None, 1.0 + PERF.predict(fair.shape))
-    t = 2.0
-    for _ in range(30):  # decode-only iterations taking 2x what the model predicts
-        b = s.schedule(t)
-        b.requests, b.num_new_tokens = b.requests[:8], b.num_new_tokens[:8]  # keep "p" out
-        b.shape = type(b.shape).of(decodes=[r.num_computed_tokens for r in b.requests])
-        b.predicted = PERF.predict(b.shape)
-        t += 2 * PERF.predict(b.shape)
-        s.update(b, None, t)
+    s, chunk, slow = _decodes_beside_a_prompt([2.0] * 30)
     assert s.slowdown == pytest.approx(2.0, rel=0.01)
-    slow = s.schedule(t)
-    slow_chunk = dict(zip([r.request_id for r in slow.requests], slow.num_new_tokens, strict=True))["p"]
-    assert slow_chunk < chunk / 2
+    assert _chunk_of(slow, "p") < chunk / 2
     assert 2 * PERF.predict(slow.shape) <= 0.9 * 0.05 + 1e-9
 
 
