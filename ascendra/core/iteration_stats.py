@@ -130,13 +130,16 @@ class IterationNoise:
             tuple(m.quantiles() for m in used) if sum(pooled.bucket_counts) else (),
         )
 
+    def _index(self, predicted: float) -> int:
+        return bisect_left(self.edges, predicted) if self.edges else 0
+
     def band(self, predicted: float) -> tuple[float, float]:
-        i = bisect_left(self.edges, predicted) if self.edges else 0
+        i = self._index(predicted)
         return self.mean[i], self.sd[i]
 
     def log_ratio(self, predicted: float, z: float) -> float:
         """x for an iteration predicted at `predicted` seconds, at the standard normal z."""
-        i = bisect_left(self.edges, predicted) if self.edges else 0
+        i = self._index(predicted)
         if not self.histograms:
             return self.mean[i] + self.sd[i] * z
         cum, xs = self.histograms[i]
@@ -168,7 +171,7 @@ class IterationStats:
             return
         x = math.log(elapsed / predicted)
         self.bands[bisect_left(BAND_EDGES, predicted)].add(x)
-        last = self.last_log_ratio  # the simulator records every iteration too
+        last = self.last_log_ratio
         if last is not None:
             self.lag_products += x * last
         self.last_log_ratio = x
