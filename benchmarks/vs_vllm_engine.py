@@ -41,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +122,7 @@ def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
             "--ttft-slo-ms",
             str(a.ttft_slo_ms),
             "--tbt-slo-ms",
-            str(a.tpot_slo_ms),
+            str(a.tpot_slo_ms if a.server_tbt_slo_ms is None else a.server_tbt_slo_ms),
             "--log-level",
             "warning",
         ]
@@ -229,6 +230,24 @@ def bench(
     }
 
 
+def router_counters(s: Server) -> dict[str, float]:
+    """Our router's decisions so far (offloads, role changes, migrations), from its /metrics; none
+    for C, whose front is vLLM's."""
+    if s.name not in ENGINE_PORTS:
+        return {}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{s.port}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    wanted = {"ascendra_offloads": "offloads", "ascendra_role_changes": "role_changes",
+              "ascendra_migrations": "migrations"}
+    found = {v: 0.0 for v in wanted.values()}
+    for family in text_string_to_metric_families(text):
+        if family.name in wanted:
+            found[wanted[family.name]] = sum(x.value for x in family.samples if x.name.endswith("_total"))
+    return found
+
+
 def plugin_cost(a: argparse.Namespace, out: Path, model: Path, tok, seed: int) -> dict:
     """The plugin's own work per step with a long waiting queue: --plugin-cost short requests sent at
     once straight to A's LP engine, then its step log read for the steps that had 256 or more waiting."""
@@ -291,6 +310,8 @@ def main() -> None:
                     help="runs per rate and system, and raw runs with --raw (default: %(default)s)")
     ap.add_argument("--ttft-slo-ms", type=float, default=2500)
     ap.add_argument("--tpot-slo-ms", type=float, default=250)
+    ap.add_argument("--server-tbt-slo-ms", type=float, default=None,
+                    help="the TBT SLO A's and S's servers budget with (default: --tpot-slo-ms)")
     ap.add_argument("--workload", default="conv", choices=("conv", "code"),
                     help="the Azure trace whose lengths are scaled by --length-scale (default: %(default)s)")
     ap.add_argument("--length-scale", type=float, default=4.0)
@@ -341,6 +362,7 @@ def main() -> None:
             write_dataset(data, a.num_prompts, seed, workload_name(a), a.max_model_len, tok)
             for s in order:
                 tag = f"{s.name}_r{rate:g}_{k}" if rate else f"{s.name}_raw" + (f"_{k}" if k else "")
+                before = router_counters(s)
                 try:
                     r = bench(s, a, data, rate or None, a.num_prompts, seed, out, tag, model,
                               None if rate else a.raw_concurrency, None if rate else raw_body)
@@ -348,6 +370,7 @@ def main() -> None:
                     print(f"[{s.name}] rate {rate:g}: the client failed ({e})", flush=True)
                     continue
                 r |= {"rate": rate, "repeat": k}
+                r |= {name: v - before.get(name, 0.0) for name, v in router_counters(s).items()}
                 if not rate:
                     r["server_slos"] = raw_body is None
                 results[s.name].append(r)
