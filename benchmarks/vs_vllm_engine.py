@@ -123,6 +123,7 @@ def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
             str(a.ttft_slo_ms),
             "--tbt-slo-ms",
             str(a.tpot_slo_ms if a.server_tbt_slo_ms is None else a.server_tbt_slo_ms),
+            *([] if a.server_tbt_per_gap else ["--tbt-slo-mean"]),
             "--log-level",
             "warning",
         ]
@@ -312,6 +313,9 @@ def main() -> None:
     ap.add_argument("--tpot-slo-ms", type=float, default=250)
     ap.add_argument("--server-tbt-slo-ms", type=float, default=None,
                     help="the TBT SLO A's and S's servers budget with (default: --tpot-slo-ms)")
+    ap.add_argument("--server-tbt-per-gap", action="store_true",
+                    help="A's and S's servers hold that SLO to every gap between tokens; by default to their "
+                    "mean, as vLLM bench's TPOT judges it (`--tbt-slo-mean`)")
     ap.add_argument("--workload", default="conv", choices=("conv", "code"),
                     help="the Azure trace whose lengths are scaled by --length-scale (default: %(default)s)")
     ap.add_argument("--length-scale", type=float, default=4.0)

@@ -49,6 +49,8 @@ CASES: list[tuple[str, str, dict | bytes, int, str | None, str]] = [
     ("temperature 1e400 (inf)", C, num("temperature", "1e400"), 400, "temperature", "finite"),
     ("top_p NaN", C, num("top_p", "NaN"), 400, "top_p", "finite"),
     ("tbt_slo_ms -Infinity", C, num("tbt_slo_ms", "-Infinity"), 400, "tbt_slo_ms", "from 1 ms"),
+    ("tpot_slo_ms 10**400", C, num("tpot_slo_ms", BIG), 400, "tpot_slo_ms", "one day"),
+    ("tpot_slo_ms NaN", C, num("tpot_slo_ms", "NaN"), 400, "tpot_slo_ms", "from 1 ms"),
     ("max_tokens 10**400", C, num("max_tokens", BIG), 400, "max_tokens",
      "maximum context length"),
     # lone surrogates: valid JSON escapes, not encodable text
@@ -91,6 +93,8 @@ CASES: list[tuple[str, str, dict | bytes, int, str | None, str]] = [
     ("stop a number", C, hi(stop=5), 400, "stop", "string or a list"),
     ("stop of numbers", C, hi(stop=[1]), 400, "stop", "string or a list"),
     ("ttft_slo_ms a string", C, hi(ttft_slo_ms="fast"), 400, "ttft_slo_ms", "number"),
+    ("tpot_slo_ms a string", C, hi(tpot_slo_ms="fast"), 400, "tpot_slo_ms", "number"),
+    ("tpot_slo_ms beside tbt_slo_ms", C, hi(tpot_slo_ms=500, tbt_slo_ms=500), 400, "tpot_slo_ms", "not both"),
     ("ignore_eos a string", C, hi(ignore_eos="yes"), 400, "ignore_eos", "boolean"),
     ("user a number", C, hi(user=5), 400, "user", "string"),
     ("model a list", C, hi(model=["a"]), 400, "model", "string"),

@@ -281,3 +281,49 @@ def test_the_progress_guarantee_when_no_chunk_fits_the_limit():
     s.add_request(req("tight", 4, ttft=0.025))  # arrived at 0: hopeless at 1.0, so deferred
     assert s.min_ttft_slo == 0.025  # above the floor: its 11 ms limit holds
     assert step(s, 1.0)[0] == [("long", 16)]
+
+
+def _mean_slo_chunks(gap_share: float) -> tuple[int, int]:
+    """The first chunk of a long prompt beside eight decodes whose earlier gaps each took
+    `gap_share` of their 50 ms TBT SLO, with that SLO on each gap and on their mean (TPOT)."""
+    chunks = []
+    for mean in (False, True):
+        s = sched("ascendra-lp", max_num_batched_tokens=8192)
+        decodes = [Request(f"d{i}", 0.0, 50, 1000, SLO(5.0, 0.05, tbt_mean=mean)) for i in range(8)]
+        run_to_decode(s, *decodes)
+        t = max(r.token_times[0] for r in decodes)
+        for _ in range(10):  # ten decode-only iterations, each gap_share x the SLO
+            t += gap_share * 0.05
+            s.update(s.schedule(t - gap_share * 0.05), None, t)
+        s.add_request(req("p", 6000))
+        chunks.append(_chunk_of(s.schedule(t), "p"))
+    return chunks[0], chunks[1]
+
+
+def test_a_mean_tbt_slo_lets_the_budget_spend_what_earlier_gaps_left():
+    """vLLM bench's TPOT judges a request's mean gap: decodes whose gaps so far took a fifth of it
+    may see one longer gap and still meet it, so the prompt beside them gets a larger chunk than
+    per-gap SLOs allow; decodes that used their whole SLO each time get the per-gap chunk, and
+    nothing is borrowed from gaps that may never come."""
+    per_gap, mean = _mean_slo_chunks(0.2)
+    assert mean > 2 * per_gap
+    per_gap_full, mean_full = _mean_slo_chunks(1.0)
+    assert mean_full == per_gap_full
+
+
+def test_a_mean_tbt_slo_is_judged_on_the_mean_gap():
+    from ascendra.metrics.records import to_record
+    from ascendra.metrics.summary import summarize
+
+    reqs = []
+    for mean in (False, True):
+        r = Request(f"r{mean}", 0.0, 8, 11, SLO(1.0, 0.1, tbt_mean=mean))
+        r.output_token_ids = list(range(11))
+        r.token_times = [0.5 + 0.05 * k for k in range(10)] + [1.45]  # nine gaps of 50 ms, one of 500
+        r.status = RequestStatus.FINISHED_LENGTH
+        reqs.append(r)
+    assert [to_record(r).meets_tbt for r in reqs] == [False, True]  # mean gap 0.095 s
+    assert summarize(reqs).num_tbt_met == 1
+    reqs[1].token_times[-1] += 0.1  # mean gap 0.105 s
+    assert not to_record(reqs[1]).meets_tbt
+    assert summarize(reqs).num_tbt_met == 0

@@ -68,3 +68,21 @@ def test_operator_minimums_and_classes():
     assert SLOClass.parse("gold=800:100") == gold
     with pytest.raises(ValueError, match="name=ttft_ms:tbt_ms"):
         SLOClass.parse("gold=800")
+
+
+def test_a_tpot_slo_bounds_the_mean_gap_and_excludes_a_per_gap_one():
+    p = policy()
+    got = p.grant(AskedSLO(tpot_ms=300.0), 10)
+    assert (got.tbt, got.tbt_mean) == (pytest.approx(0.3), True)
+    assert p.grant(AskedSLO(tbt_ms=300.0), 10).tbt_mean is False
+    assert p.grant(AskedSLO(), 10).tbt_mean is False
+    e = refused(p, AskedSLO(tbt_ms=300.0, tpot_ms=300.0))
+    assert e.param == "tpot_slo_ms" and "not both" in e.message
+    e = refused(p, AskedSLO(tpot_ms=1.0))  # the same floor as a per-gap SLO
+    assert e.param == "tpot_slo_ms" and "decode step" in e.message
+    mean_default = SLOPolicy(SLOClass("default", 5000.0, 1000.0, tbt_mean=True), FLOORS, 8192)
+    assert mean_default.grant(AskedSLO(), 10).tbt_mean is True
+    assert mean_default.grant(AskedSLO(tbt_ms=300.0), 10).tbt_mean is False  # the client's word
+    assert mean_default.card()["default"]["tbt_mean"] is True
+    e = refused(policy(classes={"gold": SLOClass("gold", 800.0, 100.0)}), AskedSLO(tpot_ms=300.0))
+    assert e.param == "tpot_slo_ms" and "slo_class" in e.message

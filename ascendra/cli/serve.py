@@ -69,6 +69,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="TTFT SLO of a request that sets none, ms (default: %(default)g)")
     p.add_argument("--tbt-slo-ms", type=float, default=slo.tbt_ms,
                    help="TBT SLO of a request that sets none, ms (default: %(default)g)")
+    p.add_argument("--tbt-slo-mean", action="store_true",
+                   help="that TBT SLO bounds the mean gap between a request's tokens (vLLM bench's TPOT), "
+                   "not each gap; a request may also ask for one with 'tpot_slo_ms'")
     p.add_argument("--profile", default=None,
                    help="performance profile, a path or a shipped name (default: the shipped CPU profile "
                    "for the default model, else a rough estimate)")
@@ -209,7 +212,7 @@ def build_server_config(args: argparse.Namespace):  # -> ascendra.server.app.Ser
                           max_concurrent_requests=max_concurrent, max_request_bytes=args.max_request_bytes,
                           header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                           min_ttft_slo_ms=args.min_ttft_slo_ms, min_tbt_slo_ms=args.min_tbt_slo_ms,
-                          slo_classes=classes, below_floor=args.below_floor)
+                          slo_classes=classes, below_floor=args.below_floor, tbt_slo_mean=args.tbt_slo_mean)
     from ascendra.server.app import slo_policy
 
     slos = slo_policy(config)  # a class below the floors fails here, before any model loads

@@ -9,7 +9,9 @@ Prefill, chunked prefill, decode and recompute after preemption are all the same
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 
@@ -28,10 +30,14 @@ class RequestStatus(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class SLO:
-    """Per-request latency objectives, in seconds."""
+    """Per-request latency objectives, in seconds. `tbt` bounds every gap between two output
+    tokens (DESIGN.md section 2) or, with `tbt_mean`, their mean: vLLM bench's TPOT, (last token -
+    first token) / (tokens - 1), for a client that reads the whole answer rather than each token
+    as it comes."""
 
     ttft: float
     tbt: float
+    tbt_mean: bool = False
 
     def __post_init__(self) -> None:
         if not (self.ttft > 0 and self.tbt > 0):
@@ -89,6 +95,15 @@ class Request:
         return self.prompt_len + len(self.output_token_ids) - self.num_computed_tokens
 
 
+    def gap_allowance(self, now: float) -> float:
+        """The longest the gap before this decode's next token may be, for an iteration starting at
+        `now`: its TBT SLO; judged as the mean, also what the gaps so far left unspent (never
+        borrowing from gaps to come, which may never come: the request can stop at any token)."""
+        slo = self.slo
+        if not (slo.tbt_mean and self.token_times):
+            return slo.tbt
+        return max(slo.tbt, self.token_times[0] + len(self.output_token_ids) * slo.tbt - now)
+
     @property
     def ttft(self) -> float | None:
         return self.token_times[0] - self.arrival_time if self.token_times else None
@@ -96,3 +111,19 @@ class Request:
     @property
     def is_finished(self) -> bool:
         return self.status.finished
+
+
+def tightest_gap(decodes: Sequence[Request], now: float) -> float | None:
+    """The tightest `gap_allowance` among `decodes` for an iteration starting at `now`; None
+    without any: what the LP budget protects (core/budget.py). An allowance is never below its
+    SLO, so when the tightest SLO is judged per gap it is the answer, found without a Python
+    call per decode (this runs every simulated iteration)."""
+    if not decodes:
+        return None
+    tightest = min(decodes, key=_TBT)
+    if not tightest.slo.tbt_mean:
+        return tightest.slo.tbt
+    return min(r.gap_allowance(now) for r in decodes)
+
+
+_TBT = attrgetter("slo.tbt")

@@ -15,7 +15,7 @@ from ascendra.core.config import SchedulerConfig
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.projection import PrefillRate, Projection, QueueView
 from ascendra.core.queue import RequestQueue
-from ascendra.core.request import Request, RequestStatus
+from ascendra.core.request import Request, RequestStatus, tightest_gap
 from ascendra.core.slowdown import learnt_slowdown, learnt_step_slowdown
 from ascendra.core.ttft_slos import PendingTTFT
 
@@ -43,6 +43,8 @@ class Scheduler:
         # no clock read.
         self.slowdown = 1.0
         self.step_slowdown = 1.0  # the typical iteration's: what budgets are sized by
+        # The last time given to schedule or update: when a snapshot's decodes are judged.
+        self.now = 0.0
         self._pending_ttft = PendingTTFT(0.0 if perf_model is None else self.ttft_floor(config, perf_model))
 
     # ---- policy hooks --------------------------------------------------------------------------
@@ -56,6 +58,7 @@ class Scheduler:
 
     def schedule(self, now: float) -> ScheduledBatch:
         """The batch of the next iteration, starting at `now`."""
+        self.now = now
         batch = self._schedule(now)
         batch.start_time = now
         if self.perf_model is not None and batch.requests:
@@ -299,6 +302,7 @@ class Scheduler:
         """Apply an executed iteration that ended at `now`. `token_ids[i]` is sequence i's sampled
         token or None; a simulator passes None for the whole list and gets placeholder tokens.
         Returns the requests that finished."""
+        self.now = now
         finished: list[Request] = []
         num_new = batch.num_new_tokens
         running = RequestStatus.RUNNING
@@ -341,18 +345,15 @@ class Scheduler:
         prefilling: list[Request] = []
         decodes: list[Request] = []
         ctx = 0
-        min_tbt = None
         for r in self.running:
             if r.is_decode:
                 decodes.append(r)
                 ctx += r.num_computed_tokens + 1
-                if min_tbt is None or r.slo.tbt < min_tbt:
-                    min_tbt = r.slo.tbt
             else:
                 prefilling.append(r)
         q = self.waiting
-        return QueueView(q.as_list(), q.columns, prefilling, len(decodes), ctx, min_tbt, self.projection(),
-                         decodes)
+        return QueueView(q.as_list(), q.columns, prefilling, len(decodes), ctx,
+                         tightest_gap(decodes, self.now), self.projection(), decodes)
 
 
 def decode_shape(num_decodes: int, decode_context: int) -> BatchShape:

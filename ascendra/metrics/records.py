@@ -9,7 +9,8 @@ Definitions (DESIGN.md section 2):
 - TBT gaps = differences of consecutive token times; met when the 99th percentile of the gaps is
   <= tbt_slo. The percentile is the nearest-rank one (the smallest gap g such that at least 99% of
   the gaps are <= g), so for outputs of up to 100 tokens (at most 99 gaps) it is the largest gap,
-  and a 1-token output (no gaps) meets it trivially.
+  and a 1-token output (no gaps) meets it trivially. With `tbt_mean` (`SLO.tbt_mean`: vLLM bench's
+  TPOT) the mean gap, (last token - first token) / gaps, is held to it instead.
 - Comparisons allow TIME_EPS (1 ns): token times are sums of floats, and a scheduler that sizes
   iterations to exactly the TBT SLO must not flip verdicts on rounding error.
 - A request that is not ok (failed, aborted, or did not finish within the run) or produced no token
@@ -38,6 +39,7 @@ class RequestRecord:
     ok: bool
     request_id: str = ""
     extra: dict = field(default_factory=dict)  # free-form tags for reports (instance, offloaded, ...)
+    tbt_mean: bool = False  # the TBT SLO bounds the mean gap, not each one
 
     @property
     def ttft(self) -> float | None:
@@ -62,6 +64,9 @@ class RequestRecord:
     def meets_tbt(self) -> bool:
         if not (self.ok and self.token_times):
             return False
+        t = self.token_times
+        if self.tbt_mean:
+            return mean_tbt_met(t[-1] - t[0], len(t) - 1, self.tbt_slo)
         gaps = self.tbt_gaps
         return tbt_met(sum(g > self.tbt_slo + TIME_EPS for g in gaps), len(gaps))
 
@@ -74,6 +79,12 @@ def tbt_met(num_over, num_gaps):  # ints, or numpy arrays of them (summarize jud
     """The TBT verdict: the nearest-rank 99th percentile of a request's gaps is within the SLO,
     which is to say at most one gap in a hundred exceeds it (none, under 100 gaps)."""
     return num_over <= num_gaps // 100
+
+
+def mean_tbt_met(span, num_gaps, tbt_slo):  # floats, or numpy arrays of them (summarize)
+    """The TBT verdict of an SLO on the mean gap: the first to the last token within `num_gaps`
+    times the SLO (no gap: met)."""
+    return span <= (tbt_slo + TIME_EPS) * num_gaps
 
 
 def gap_percentile(gaps: Sequence[float], q: float) -> float | None:
@@ -100,4 +111,5 @@ def to_record(req: Request) -> RequestRecord:
         ok=req.status in OK_STATUSES,
         request_id=req.request_id,
         extra={"offloaded": req.offloaded, "preemptions": req.num_preemptions},
+        tbt_mean=req.slo.tbt_mean,
     )

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ascendra.core.request import Request
-from ascendra.metrics.records import OK_STATUSES, TIME_EPS, RequestRecord, tbt_met
+from ascendra.metrics.records import OK_STATUSES, TIME_EPS, RequestRecord, mean_tbt_met, tbt_met
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +66,12 @@ def _nearest_rank(x: np.ndarray, qs: tuple[float, ...]) -> list[float]:
     return out
 
 
-def _slo_ok(r: RequestRecord | Request) -> tuple[float, float, bool]:
-    """(ttft_slo, tbt_slo, ok) of a record, or of a Request judged as `to_record` would, without a copy."""
+def _slo_ok(r: RequestRecord | Request) -> tuple[float, float, bool, bool]:
+    """(ttft_slo, tbt_slo, ok, tbt_mean) of a record, or of a Request judged as `to_record` would,
+    without a copy."""
     if type(r) is RequestRecord:
-        return r.ttft_slo, r.tbt_slo, r.ok
-    return r.slo.ttft, r.slo.tbt, r.status in OK_STATUSES
+        return r.ttft_slo, r.tbt_slo, r.ok, r.tbt_mean
+    return r.slo.ttft, r.slo.tbt, r.status in OK_STATUSES, r.slo.tbt_mean
 
 
 def summarize(records: Iterable[RequestRecord | Request], duration: float | None = None) -> Summary:
@@ -78,8 +79,8 @@ def summarize(records: Iterable[RequestRecord | Request], duration: float | None
     recs = list(records)
     n = len(recs)
     arrival = np.fromiter((r.arrival_time for r in recs), np.float64, n)
-    slo_ok = np.array([_slo_ok(r) for r in recs], dtype=np.float64).reshape(n, 3)
-    ttft_slo, tbt_slo, ok = slo_ok[:, 0], slo_ok[:, 1], slo_ok[:, 2] > 0
+    slo_ok = np.array([_slo_ok(r) for r in recs], dtype=np.float64).reshape(n, 4)
+    ttft_slo, tbt_slo, ok, mean = slo_ok[:, 0], slo_ok[:, 1], slo_ok[:, 2] > 0, slo_ok[:, 3] > 0
     lens = np.fromiter((len(r.token_times) for r in recs), np.int64, n)
     total = int(lens.sum())
     flat = np.fromiter(itertools.chain.from_iterable(r.token_times for r in recs), np.float64, total)
@@ -106,6 +107,11 @@ def summarize(records: Iterable[RequestRecord | Request], duration: float | None
     alive = ok & has
     met_ttft = alive & (ttft <= ttft_slo + TIME_EPS)
     met_tbt = alive & tbt_met(violations, ngaps)
+    if mean.any():  # records' rule (`RequestRecord.meets_tbt`): the mean gap, from first to last token
+        last = np.zeros(n)
+        last[has] = flat[offsets[has] + lens[has] - 1]
+        span = np.where(has, last - np.where(has, first, 0.0), 0.0)
+        met_tbt = np.where(mean, alive & mean_tbt_met(span, ngaps, tbt_slo), met_tbt)
     met_both = met_ttft & met_tbt
 
     if duration is None:

@@ -66,6 +66,7 @@ class ServerConfig:
     min_tbt_slo_ms: float = 0.0
     slo_classes: tuple[SLOClass, ...] = ()
     below_floor: str = "reject"  # or "best-effort"
+    tbt_slo_mean: bool = False  # the default TBT SLO bounds the mean gap (vLLM bench's TPOT)
 
 
 @dataclass
@@ -84,7 +85,7 @@ def slo_policy(config: ServerConfig) -> SLOPolicy:
     live = config.live
     chunk = max(live.system.scheduler_config(role, live.capacity.max_model_len).max_num_batched_tokens
                 for role in set(live.system.roles()))
-    default = SLOClass("default", config.ttft_slo_ms, config.tbt_slo_ms)
+    default = SLOClass("default", config.ttft_slo_ms, config.tbt_slo_ms, config.tbt_slo_mean)
     return SLOPolicy(default, SLOFloors(live.perf_model, chunk), live.capacity.max_model_len,
                      config.min_ttft_slo_ms, config.min_tbt_slo_ms, {c.name: c for c in config.slo_classes},
                      config.below_floor)
@@ -196,7 +197,7 @@ async def _generate(state: ServerState, request: Request, chat: bool) -> Respons
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         stop_ids = parsed.params.stop_ids(frozenset() if tok is None else tok.eos_token_ids)
         add = AddRequest(0, rid, arrival, parsed.prompt_token_ids, parsed.params.max_tokens, parsed.ttft_slo,
-                         parsed.tbt_slo, stop_ids, parsed.params)
+                         parsed.tbt_slo, stop_ids, parsed.params, tbt_mean=parsed.tbt_mean)
         tracked = cluster.submit(add)
         acc = Accumulator(rid, parsed.model, chat, len(parsed.prompt_token_ids), parsed.logprobs, tok,
                           parsed.continuous_usage)

@@ -166,7 +166,7 @@ class ServerMetrics(ClusterObserver):
             for a, b in zip(times, times[1:], strict=False):
                 self.tbt.observe(b - a)
         rec = RequestRecord(req.arrival_time, times, req.slo.ttft, req.slo.tbt, req.prompt_len,
-                            ok=reason in ("stop", "length"))
+                            ok=reason in ("stop", "length"), tbt_mean=req.slo.tbt_mean)
         for name, met in (("ttft", rec.meets_ttft), ("tbt", rec.meets_tbt), ("both", rec.meets_both)):
             if met:
                 self.attained.labels(name).inc()

@@ -21,7 +21,7 @@ from ascendra.server.validation import ApiError, Fields, brief, error_body, pars
 __all__ = ["ApiError", "Limits", "ParsedRequest", "error_body", "parse_json", "parse_request"]
 
 _COMMON = {"model", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed", "stream",
-           "stream_options", "logprobs", "ignore_eos", "ttft_slo_ms", "tbt_slo_ms",
+           "stream_options", "logprobs", "ignore_eos", "ttft_slo_ms", "tbt_slo_ms", "tpot_slo_ms",
            "slo_class", "user"}  # user: an end-user id for abuse monitoring; it changes nothing in the answer
 COMPLETION_FIELDS = frozenset(_COMMON | {"prompt", "echo"})
 CHAT_FIELDS = frozenset(_COMMON | {"messages", "max_completion_tokens", "top_logprobs"})
@@ -64,6 +64,7 @@ class ParsedRequest:
     logprobs: bool = False
     ttft_slo: float = 1.0  # seconds
     tbt_slo: float = 1.0
+    tbt_mean: bool = False  # tbt_slo bounds the mean gap (`SLO.tbt_mean`)
     model: str = ""
     best_effort: tuple[str, ...] = ()  # the SLOs ("ttft", "tbt") raised to the server's bound
 
@@ -98,7 +99,8 @@ def parse_request(body: dict, chat: bool, limits: Limits, tokenizer: Any) -> Par
         raise ApiError(400, f"'stop' must be a string or a list of strings, got {brief(stop)}", "stop")
     for s in stop or []:
         Fields({"stop": s}).str("stop")  # encodable text
-    asked = AskedSLO(_slo_ms(f, "ttft_slo_ms"), _slo_ms(f, "tbt_slo_ms"), f.str("slo_class", max_chars=64))
+    asked = AskedSLO(_slo_ms(f, "ttft_slo_ms"), _slo_ms(f, "tbt_slo_ms"), f.str("slo_class", max_chars=64),
+                     _slo_ms(f, "tpot_slo_ms"))
     # The fields above are cheap; the prompt may take seconds to tokenize, so it comes last.
     max_len = limits.capacity.max_model_len
     prompt_ids = (chat_prompt(body, tokenizer, max_len) if chat
@@ -117,7 +119,7 @@ def parse_request(body: dict, chat: bool, limits: Limits, tokenizer: Any) -> Par
         name = str(e).split(" ", 1)[0]
         raise ApiError(400, str(e), name if name in SAMPLING_FIELDS else None) from None
     return ParsedRequest(chat, prompt_ids, params, stream, include_usage, continuous, logprobs,
-                         slo.ttft, slo.tbt, model or limits.model_names[0], slo.best_effort)
+                         slo.ttft, slo.tbt, slo.tbt_mean, model or limits.model_names[0], slo.best_effort)
 
 
 def _max_tokens(f: Fields, chat: bool, prompt_len: int, limits: Limits) -> int:

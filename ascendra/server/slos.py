@@ -9,6 +9,10 @@
     (`slo_class`) instead of sending SLOs of its own, which are then refused: a multi-tenant operator
     offers a menu, not a dial. "default" always names the server's defaults.
   - A request that asks for nothing gets the server's defaults (the operator's choice, unchecked).
+  - `tbt_slo_ms` bounds every gap between tokens; `tpot_slo_ms` (vLLM bench's TPOT) bounds their
+    mean instead, for a client that reads the whole answer: its budget may spend what earlier gaps
+    left unspent (`Request.gap_allowance`). One or the other; `--tbt-slo-mean` makes the server's
+    default TBT SLO a mean one.
 
 The floors and bounds are reported in /v1/models (`card`). Whatever is accepted still shapes its
 instance's budget only within the protected share (core/budget.py).
@@ -32,6 +36,7 @@ class SLOClass:
     name: str
     ttft_ms: float
     tbt_ms: float
+    tbt_mean: bool = False
 
     @classmethod
     def parse(cls, text: str) -> SLOClass:
@@ -54,6 +59,7 @@ class AskedSLO:
     ttft_ms: float | None = None
     tbt_ms: float | None = None
     slo_class: str | None = None
+    tpot_ms: float | None = None  # a TBT SLO on the mean gap
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class GrantedSLO:
     ttft: float  # seconds
     tbt: float
     best_effort: tuple[str, ...] = ()  # "ttft", "tbt": raised to the bound rather than refused
+    tbt_mean: bool = False
 
 
 @dataclass
@@ -96,28 +103,34 @@ class SLOPolicy:
 
     def grant(self, asked: AskedSLO, prompt_len: int) -> GrantedSLO:
         """The SLOs a request is served with, or a 400 naming the field and the bound."""
+        own = [name for name, v in (("ttft_slo_ms", asked.ttft_ms), ("tbt_slo_ms", asked.tbt_ms),
+                                    ("tpot_slo_ms", asked.tpot_ms)) if v is not None]
         if asked.slo_class is not None:
-            if asked.ttft_ms is not None or asked.tbt_ms is not None:
-                raise ApiError(400, "send either 'slo_class' or 'ttft_slo_ms'/'tbt_slo_ms', not both",
-                               "slo_class")
+            if own:
+                raise ApiError(400, f"send either 'slo_class' or '{own[0]}', not both", "slo_class")
             c = self._class(asked.slo_class)
             if c.name == DEFAULT_CLASS:
-                return GrantedSLO(c.ttft_ms / 1e3, c.tbt_ms / 1e3)
+                return GrantedSLO(c.ttft_ms / 1e3, c.tbt_ms / 1e3, (), c.tbt_mean)
             ttft, be = self._bounded("slo_class", c.ttft_ms, self.tightest_ttft_ms(prompt_len), prompt_len)
-            return GrantedSLO(ttft / 1e3, c.tbt_ms / 1e3, ("ttft",) if be else ())
-        if self.classes and (asked.ttft_ms is not None or asked.tbt_ms is not None):
-            field_ = "ttft_slo_ms" if asked.ttft_ms is not None else "tbt_slo_ms"
+            return GrantedSLO(ttft / 1e3, c.tbt_ms / 1e3, ("ttft",) if be else (), c.tbt_mean)
+        if self.classes and own:
             raise ApiError(400, f"this server serves named SLO classes: pick one with 'slo_class' "
-                                f"({', '.join(self._names())}) instead of '{field_}'", field_)
+                                f"({', '.join(self._names())}) instead of '{own[0]}'", own[0])
+        if asked.tbt_ms is not None and asked.tpot_ms is not None:
+            raise ApiError(400, "send either 'tbt_slo_ms' (each gap between tokens) or 'tpot_slo_ms' (their "
+                                "mean), not both", "tpot_slo_ms")
         ttft, tbt, best_effort = self.default.ttft_ms, self.default.tbt_ms, []
+        mean = self.default.tbt_mean
         if asked.ttft_ms is not None:
             bound = self.tightest_ttft_ms(prompt_len)
             ttft, be = self._bounded("ttft_slo_ms", asked.ttft_ms, bound, prompt_len)
             best_effort += ["ttft"] if be else []
-        if asked.tbt_ms is not None:
-            tbt, be = self._bounded("tbt_slo_ms", asked.tbt_ms, self.tightest_tbt_ms)
-            best_effort += ["tbt"] if be else []
-        return GrantedSLO(ttft / 1e3, tbt / 1e3, tuple(best_effort))
+        for param, asked_tbt in (("tbt_slo_ms", asked.tbt_ms), ("tpot_slo_ms", asked.tpot_ms)):
+            if asked_tbt is not None:
+                tbt, be = self._bounded(param, asked_tbt, self.tightest_tbt_ms)
+                best_effort += ["tbt"] if be else []
+                mean = param == "tpot_slo_ms"
+        return GrantedSLO(ttft / 1e3, tbt / 1e3, tuple(best_effort), mean)
 
     def _bounded(self, param: str, asked: float, bound: float, prompt_len: int | None = None
                  ) -> tuple[float, bool]:
@@ -126,7 +139,7 @@ class SLOPolicy:
             return asked, False
         if self.below_floor == "best-effort":
             return bound, True
-        tbt = prompt_len is None
+        tbt = prompt_len is None  # a TBT SLO, per gap or mean: the same floor
         minimum = self.min_tbt_ms if tbt else self.min_ttft_ms
         if minimum >= bound:
             why = f"this server's minimum (--min-{'tbt' if tbt else 'ttft'}-slo-ms)"
@@ -155,7 +168,8 @@ class SLOPolicy:
         prompt length), the operator's minimums and classes, and what happens below the floor."""
         lengths = [n for n in CARD_PROMPT_LENGTHS if n < self.max_model_len] + [self.max_model_len]
         return {
-            "default": {"ttft_ms": self.default.ttft_ms, "tbt_ms": self.default.tbt_ms},
+            "default": {"ttft_ms": self.default.ttft_ms, "tbt_ms": self.default.tbt_ms,
+                        "tbt_mean": self.default.tbt_mean},
             "tightest": {"tbt_ms": _up(self.tightest_tbt_ms), "ttft_ms_by_prompt_tokens": {
                 str(n): _up(self.tightest_ttft_ms(n)) for n in lengths}},
             "minimums": {"ttft_ms": self.min_ttft_ms, "tbt_ms": self.min_tbt_ms},

@@ -12,7 +12,7 @@ from __future__ import annotations
 from vllm.v1.request import Request as VLLMRequest
 
 from ascendra.core.request import SLO, Request
-from ascendra.vllm_engine.plugin_config import XARG_ARRIVAL, XARG_ID, XARG_TBT, XARG_TTFT
+from ascendra.vllm_engine.plugin_config import XARG_ARRIVAL, XARG_ID, XARG_TBT, XARG_TBT_MEAN, XARG_TTFT
 
 
 def _number(args: dict, key: str, default: float) -> float:
@@ -43,7 +43,8 @@ class Mirrors:
     def add(self, req: VLLMRequest) -> Request:
         args = (req.sampling_params.extra_args or {}) if req.sampling_params is not None else {}
         d = self.default_slo
-        slo = SLO(_number(args, XARG_TTFT, d.ttft), _number(args, XARG_TBT, d.tbt))
+        slo = SLO(_number(args, XARG_TTFT, d.ttft), _number(args, XARG_TBT, d.tbt),
+                  args.get(XARG_TBT_MEAN) == 1)
         arrival = _number(args, XARG_ARRIVAL, req.arrival_time)
         router_id = args.get(XARG_ID)
         mirror = Request(

@@ -25,6 +25,7 @@ STEP_LOG = "ASCENDRA_STEP_LOG"  # a JSON-lines file of every step's shape and du
 
 # The keys of `vllm_xargs` our router sets on every request it sends to a vLLM engine.
 XARG_ID, XARG_ARRIVAL, XARG_TTFT, XARG_TBT = "ascendra_id", "ascendra_arrival", "ttft_slo", "tbt_slo"
+XARG_TBT_MEAN = "tbt_mean"  # 1: the TBT SLO bounds the mean gap (`SLO.tbt_mean`); vLLM's xargs take numbers
 
 
 def secret_from_hex(text: str) -> bytes:

@@ -41,7 +41,7 @@ from ascendra.core.policies.ascendra_lp import AscendraLPScheduler
 from ascendra.core.policies.sarathi import SarathiScheduler
 from ascendra.core.projection import Projection, QueueView
 from ascendra.core.queue import REMAINING
-from ascendra.core.request import SLO
+from ascendra.core.request import SLO, tightest_gap
 from ascendra.core.scheduler import Scheduler
 from ascendra.core.slowdown import learnt_slowdown, learnt_step_slowdown
 from ascendra.core.ttft_slos import PendingTTFT
@@ -102,7 +102,7 @@ class AscendraScheduler(AsyncScheduler):
             self.link = RouterLink(cfg.router, cfg.secret, cfg.index)
             self.link.send(m.Hello(cfg.index, os.getpid(), self.kv_cache_config.num_blocks,
                                    socket.gethostname()))
-            self._report()  # the router hears from an idle engine too (the link repeats it)
+            self._report(time.time())  # the router hears from an idle engine too (the link repeats it)
 
     # ---- requests in and out -----------------------------------------------------------------
 
@@ -167,7 +167,7 @@ class AscendraScheduler(AsyncScheduler):
         t0 = time.perf_counter()
         self._apply_router_messages()
         self.waiting.begin_step(now, self.slowdown)
-        self.max_num_scheduled_tokens = self._token_budget()
+        self.max_num_scheduled_tokens = self._token_budget(now)
         t1 = time.perf_counter()
         out = super().schedule(throttle_prefills)
         t2 = time.perf_counter()
@@ -187,20 +187,17 @@ class AscendraScheduler(AsyncScheduler):
                                      self.max_num_scheduled_tokens, self.step_slowdown))
         return out
 
-    def _decode_state(self) -> tuple[int, int, float | None, list]:
-        decodes = context = 0
-        min_tbt = None
-        prefilling = []
+    def _decode_state(self, now: float) -> tuple[int, int, float | None, list]:
+        context = 0
+        decodes, prefilling = [], []
         for req in self.running:
             mirror = self.mirrors.sync(req)
             if req.num_computed_tokens >= req.num_prompt_tokens:
-                decodes += 1
+                decodes.append(mirror)
                 context += req.num_computed_tokens + 1
-                tbt = mirror.slo.tbt
-                min_tbt = tbt if min_tbt is None or tbt < min_tbt else min_tbt
             else:
                 prefilling.append(mirror)
-        return decodes, context, min_tbt, prefilling
+        return len(decodes), context, tightest_gap(decodes, now), prefilling
 
     def projection(self) -> Projection | None:
         if self.perf_model is None:
@@ -208,13 +205,13 @@ class AscendraScheduler(AsyncScheduler):
         return Projection(self.ascendra_policy, self.policy_config, self.perf_model, self.slowdown,
                           self.pending_ttft.tightest(), self.step_slowdown)
 
-    def _token_budget(self) -> int:
+    def _token_budget(self, now: float) -> int:
         """The policy's own budget rule (`prefill_rate`, what the router projects with), plus one
         token per decode, within what vLLM was sized for."""
         p = self.projection()
         if p is None or not self.shapes_budget:
             return self.token_cap
-        decodes, context, min_tbt, _ = self._decode_state()
+        decodes, context, min_tbt, _ = self._decode_state(now)
         rate = p.prefill_rate(decodes, context, min_tbt)
         return max(1, min(self.token_cap, decodes + rate.tokens_per_iteration))
 
@@ -239,8 +236,9 @@ class AscendraScheduler(AsyncScheduler):
                 continue
             if not mirror.output_token_ids and req.num_output_tokens:
                 self.pending_ttft.remove(mirror.slo.ttft)  # its first token
+                mirror.token_times.append(now)  # what a mean TBT SLO counts its gaps from
                 self.mirrors.sync(req)
-        self._report()
+        self._report(now)
         if step is not None and self._step_log is not None:
             row = {"shape": asdict(step.shape), "seconds": elapsed, "waiting": step.num_waiting,
                    "plugin_seconds": step.plugin_seconds + time.perf_counter() - t0,
@@ -253,10 +251,10 @@ class AscendraScheduler(AsyncScheduler):
 
     # ---- what the router reads ---------------------------------------------------------------
 
-    def _report(self) -> None:
+    def _report(self, now: float) -> None:
         if self.link is None:
             return
-        decodes, context, min_tbt, prefilling = self._decode_state()
+        decodes, context, min_tbt, prefilling = self._decode_state(now)
         q = self.waiting.queue  # waiting mirrors were synced when they joined the queue
         view = QueueView(q.as_list(), q.columns, prefilling, decodes, context, min_tbt, None)
         pending = int(q.columns[REMAINING].sum()) + sum(r.num_remaining_prefill for r in prefilling)

@@ -22,7 +22,6 @@ small enough for the worst batch; this one grows when few decodes run and shrink
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import attrgetter
 
 from ascendra.core.batch import BatchShape, ScheduledBatch
 from ascendra.core.budget import budget_limit, time_limit
@@ -30,10 +29,8 @@ from ascendra.core.config import SchedulerConfig
 from ascendra.core.perf_model import PerfModel
 from ascendra.core.projection import PrefillRate, Projection, misses_deadline
 from ascendra.core.queue import ALONE, DEADLINE
-from ascendra.core.request import Request
+from ascendra.core.request import Request, tightest_gap
 from ascendra.core.scheduler import Scheduler, decode_shape
-
-_tbt = attrgetter("slo.tbt")
 
 
 class AscendraLPScheduler(Scheduler):
@@ -69,7 +66,7 @@ class AscendraLPScheduler(Scheduler):
     def _schedule(self, now: float) -> ScheduledBatch:
         batch = ScheduledBatch()
         prefilling = self._schedule_decodes(batch)
-        self._fill_prefills(batch, prefilling, self._chunk_limit(batch), defer=self._hopeless(now))
+        self._fill_prefills(batch, prefilling, self._chunk_limit(batch, now), defer=self._hopeless(now))
         return batch
 
     def _hopeless(self, now: float) -> Callable[[int], bool] | None:
@@ -81,10 +78,9 @@ class AscendraLPScheduler(Scheduler):
         cols, k = self.waiting.raw_columns, self.slowdown
         return lambda i: misses_deadline(now, cols[ALONE, i], cols[DEADLINE, i], k)
 
-    def _chunk_limit(self, batch: ScheduledBatch) -> Callable[[Request], int]:
+    def _chunk_limit(self, batch: ScheduledBatch, now: float) -> Callable[[Request], int]:
         cfg = self.config
-        decodes = batch.shape.num_decodes
-        min_tbt = min(map(_tbt, batch.requests)) if decodes else None
+        min_tbt = tightest_gap(batch.requests, now)  # the decodes: nothing else is in it yet
         perf = self.perf_model
         limit = (time_limit(cfg, min_tbt, self.min_ttft_slo) if perf is None else
                  budget_limit(cfg, perf, self.step_slowdown, batch.shape, min_tbt, self.min_ttft_slo))

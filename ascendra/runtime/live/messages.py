@@ -33,6 +33,7 @@ class AddRequest:
     stop_token_ids: frozenset[int]
     params: SamplingParams
     sent_at: float = 0.0
+    tbt_mean: bool = False  # `SLO.tbt_mean`
 
     def __post_init__(self) -> None:
         self.stop_token_ids = frozenset(self.stop_token_ids)  # a list on the wire
@@ -44,7 +45,7 @@ class AddRequest:
             self.arrival_time,
             len(self.prompt_token_ids),
             self.max_tokens,
-            SLO(self.ttft_slo, self.tbt_slo),
+            SLO(self.ttft_slo, self.tbt_slo, self.tbt_mean),
             prompt_token_ids=list(self.prompt_token_ids),
             stop_token_ids=self.stop_token_ids,
             params=self.params,

@@ -21,7 +21,7 @@ import httpx
 from ascendra.core.request import RequestStatus
 from ascendra.engine.instance import RequestOutput
 from ascendra.runtime.live.messages import AddRequest
-from ascendra.vllm_engine.plugin_config import XARG_ARRIVAL, XARG_ID, XARG_TBT, XARG_TTFT
+from ascendra.vllm_engine.plugin_config import XARG_ARRIVAL, XARG_ID, XARG_TBT, XARG_TBT_MEAN, XARG_TTFT
 
 # A freshly (re)started engine says hello before its HTTP server listens: a request that lost its
 # connection before any token came is sent again for this long.
@@ -37,7 +37,7 @@ def completion_body(add: AddRequest, model: str) -> dict:
         "stop": list(p.stop), "stop_token_ids": sorted(add.stop_token_ids), "ignore_eos": p.ignore_eos,
         "skip_special_tokens": True,
         "vllm_xargs": {XARG_ID: add.request_id, XARG_ARRIVAL: add.arrival_time, XARG_TTFT: add.ttft_slo,
-                       XARG_TBT: add.tbt_slo},
+                       XARG_TBT: add.tbt_slo, XARG_TBT_MEAN: int(add.tbt_mean)},
     }
     if p.seed is not None:
         body["seed"] = p.seed
