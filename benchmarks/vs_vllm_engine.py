@@ -7,7 +7,9 @@ The systems (issue 17):
 - B: the same two vLLM engines with vLLM's stock scheduler, behind our door and load-balancing
   dispatch (`--system vllm`: each request to the engine whose queue is projected to clear first,
   at least as good as round robin);
-- C: one stock vLLM engine on both cores (OMP_NUM_THREADS=2).
+- C: one stock vLLM engine on both cores (OMP_NUM_THREADS=2);
+- K: B with vLLM's own chunked prefill at a 128-token step budget (at most 128 requests), the size
+  of A's prompt chunks on this CPU: what chunking alone costs vLLM's stock scheduler.
 
 Every system gets the same prompts, arrivals and goodput SLOs: Azure conv (or, with --workload code,
 code) lengths (our fitted distributions) divided by --length-scale, as a `custom` dataset with random
@@ -65,13 +67,14 @@ BENCH = (
 )
 
 
-ENGINE_PORTS = {"A": (8310, 8311), "B": (8320, 8321), "S": (8340, 8341)}
+ENGINE_PORTS = {"A": (8310, 8311), "B": (8320, 8321), "S": (8340, 8341), "K": (8350, 8351)}
 SYSTEM_ARGS = {"A": ["--hp-instances", "1", "--adaptive-roles"], "S": ["--hp-instances", "1"],
-               "B": ["--system", "vllm"]}
+               "B": ["--system", "vllm"],
+               "K": ["--system", "vllm", "--max-num-seqs", "128", "--vllm-arg=--max-num-batched-tokens=128"]}
 
 
 def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
-    port = {"A": 8301, "B": 8302, "C": 8303, "S": 8304}[system]
+    port = {"A": 8301, "B": 8302, "C": 8303, "S": 8304, "K": 8305}[system]
     env = dict(os.environ, PYTHONPATH=str(ROOT), VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1")
     if system == "C":
         env |= {

@@ -94,7 +94,6 @@ class Request:
         """Tokens still to compute before the next token can be sampled (1 for a decode)."""
         return self.prompt_len + len(self.output_token_ids) - self.num_computed_tokens
 
-
     def gap_allowance(self, now: float) -> float:
         """The longest the gap before this decode's next token may be, for an iteration starting at
         `now`: its TBT SLO; judged as the mean, also what the gaps so far left unspent (never

@@ -108,9 +108,8 @@ def summarize(records: Iterable[RequestRecord | Request], duration: float | None
     met_ttft = alive & (ttft <= ttft_slo + TIME_EPS)
     met_tbt = alive & tbt_met(violations, ngaps)
     if mean.any():  # records' rule (`RequestRecord.meets_tbt`): the mean gap, from first to last token
-        last = np.zeros(n)
-        last[has] = flat[offsets[has] + lens[has] - 1]
-        span = np.where(has, last - np.where(has, first, 0.0), 0.0)
+        span = np.zeros(n)
+        span[has] = flat[offsets[has] + lens[has] - 1] - first[has]
         met_tbt = np.where(mean, alive & mean_tbt_met(span, ngaps, tbt_slo), met_tbt)
     met_both = met_ttft & met_tbt
 
