@@ -8,6 +8,7 @@ The systems (issue 17):
   dispatch (`--system vllm`: each request to the engine whose queue is projected to clear first,
   at least as good as round robin);
 - C: one stock vLLM engine on both cores (OMP_NUM_THREADS=2);
+- L: Ascendra's LP policy on both engines, no HP engine and no offload (the partition's share);
 - K: B with vLLM's own chunked prefill at a 128-token step budget (at most 128 requests), the size
   of A's prompt chunks on this CPU: what chunking alone costs vLLM's stock scheduler.
 
@@ -67,14 +68,16 @@ BENCH = (
 )
 
 
-ENGINE_PORTS = {"A": (8310, 8311), "B": (8320, 8321), "S": (8340, 8341), "K": (8350, 8351)}
+ENGINE_PORTS = {"A": (8310, 8311), "B": (8320, 8321), "S": (8340, 8341), "K": (8350, 8351),
+                "L": (8360, 8361)}
 SYSTEM_ARGS = {"A": ["--hp-instances", "1", "--adaptive-roles"], "S": ["--hp-instances", "1"],
+               "L": ["--hp-instances", "0"],
                "B": ["--system", "vllm"],
                "K": ["--system", "vllm", "--max-num-seqs", "128", "--vllm-arg=--max-num-batched-tokens=128"]}
 
 
 def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
-    port = {"A": 8301, "B": 8302, "C": 8303, "S": 8304, "K": 8305}[system]
+    port = {"A": 8301, "B": 8302, "C": 8303, "S": 8304, "K": 8305, "L": 8306}[system]
     env = dict(os.environ, PYTHONPATH=str(ROOT), VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1")
     if system == "C":
         env |= {
