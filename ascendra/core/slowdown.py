@@ -17,9 +17,7 @@ STEP_SLOWDOWN_STEP = 0.25  # most one iteration moves the typical slowdown's log
 def learnt_slowdown(slowdown: float, elapsed: float, predicted: float) -> float:
     """The slowdown after an iteration predicted at `predicted` seconds took `elapsed`: the one
     rule, for our engine's scheduler and for the vLLM plugin alike."""
-    lo, hi = SLOWDOWN_RANGE
-    ratio = min(hi, max(lo, elapsed / predicted))
-    return slowdown + SLOWDOWN_GAIN * (ratio - slowdown)
+    return slowdown + SLOWDOWN_GAIN * (_ratio(elapsed, predicted) - slowdown)
 
 
 def learnt_step_slowdown(step_slowdown: float, elapsed: float, predicted: float) -> float:
@@ -30,7 +28,12 @@ def learnt_step_slowdown(step_slowdown: float, elapsed: float, predicted: float)
     but a budget sized by it shrinks every chunk for them. Live on vLLM engines the median
     iteration ran 0.87-0.94x the profile while the mean ran up to 1.85x, and chunks sized at a
     learnt slowdown over 1.5 carried a third of the tokens of those under 1.2."""
-    lo, hi = SLOWDOWN_RANGE
-    x = math.log(min(hi, max(lo, elapsed / predicted)))
+    x = math.log(_ratio(elapsed, predicted))
     s = math.log(step_slowdown)
     return math.exp(s + SLOWDOWN_GAIN * min(STEP_SLOWDOWN_STEP, max(-STEP_SLOWDOWN_STEP, x - s)))
+
+
+def _ratio(elapsed: float, predicted: float) -> float:
+    """Measured over predicted, within SLOWDOWN_RANGE: what both slowdowns learn from."""
+    lo, hi = SLOWDOWN_RANGE
+    return min(hi, max(lo, elapsed / predicted))
