@@ -9,6 +9,8 @@ The systems (issue 17):
   at least as good as round robin);
 - C: one stock vLLM engine on both cores (OMP_NUM_THREADS=2);
 - L: Ascendra's LP policy on both engines, no HP engine and no offload (the partition's share);
+- P: L with no SLO to budget or defer by (the servers' default SLOs one day): shortest remaining
+  prompt first alone, at vLLM's own token budget (the budget's share);
 - K: B with vLLM's own chunked prefill at a 128-token step budget (at most 128 requests), the size
   of A's prompt chunks on this CPU: what chunking alone costs vLLM's stock scheduler.
 
@@ -30,6 +32,9 @@ value the door accepts (one day, `SLO_MS_RANGE` in ascendra/server/protocol.py),
 fields), so all systems get the same bodies. `--raw-server-slos` sends none: the old measurement.
 
     python3 benchmarks/vs_vllm_engine.py --rates 1,2,3 --num-prompts 80 --out out/vs_vllm_engine
+
+Every system's engines stay up for the whole run, about 2.6 GB each: on this machine's 24 GiB at most
+three systems of two engines run at once (four were killed by the kernel's OOM killer mid-run).
 
 Needs vLLM installed in this Python (`pip install -e ".[vllm]"`, see the README) and pandas (vLLM's
 `custom` dataset reads the prompts with it: `pip install pandas`).
@@ -61,15 +66,17 @@ from ascendra.model.hf_export import default_export_dir, export  # noqa: E402
 from ascendra.server.protocol import SLO_MS_RANGE  # noqa: E402
 
 ENGINE_PORTS = {"A": (8310, 8311), "B": (8320, 8321), "S": (8340, 8341), "K": (8350, 8351),
-                "L": (8360, 8361)}
+                "L": (8360, 8361), "P": (8370, 8371)}
+DAY_MS = str(SLO_MS_RANGE[1])
 SYSTEM_ARGS = {"A": ["--hp-instances", "1", "--adaptive-roles"], "S": ["--hp-instances", "1"],
                "L": ["--hp-instances", "0"],
+               "P": ["--hp-instances", "0", "--ttft-slo-ms", DAY_MS, "--tbt-slo-ms", DAY_MS],
                "B": ["--system", "vllm"],
                "K": ["--system", "vllm", "--max-num-seqs", "128", "--vllm-arg=--max-num-batched-tokens=128"]}
 
 
 def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
-    port = {"A": 8301, "B": 8302, "C": 8303, "S": 8304, "K": 8305, "L": 8306}[system]
+    port = {"A": 8301, "B": 8302, "C": 8303, "S": 8304, "K": 8305, "L": 8306, "P": 8307}[system]
     env = dict(os.environ, PYTHONPATH=str(ROOT), VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1")
     if system == "C":
         env |= {
@@ -112,7 +119,6 @@ def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
             a.dtype,
             "--instances",
             "2",
-            *system_args,
             "--vllm-first-port",
             str(ENGINE_PORTS[system][0]),
             "--vllm-log-dir",
@@ -124,6 +130,7 @@ def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
             *([] if a.server_tbt_per_gap else ["--tbt-slo-mean"]),
             "--log-level",
             "warning",
+            *system_args,  # last: a system's own SLOs (P) override the shared ones
         ]
     return _launch(system, cmd, port, out, env)
 

@@ -56,10 +56,11 @@ class Mirrors:
         self._by_router_id[mirror.request_id] = req
         return mirror
 
-    def sync(self, req: VLLMRequest) -> Request:
-        """The mirror with vLLM's token counts as they are now."""
+    def sync(self, req: VLLMRequest, in_flight: int = 0) -> Request:
+        """The mirror with vLLM's token counts as they are now, less `in_flight` computed tokens:
+        those of steps scheduled but not yet done (vLLM counts them when it schedules)."""
         mirror = self._mirror.get(req.request_id) or self.add(req)
-        mirror.num_computed_tokens = req.num_computed_tokens
+        mirror.num_computed_tokens = max(0, req.num_computed_tokens - in_flight)
         n_out = req.num_output_tokens
         if len(mirror.output_token_ids) != n_out:
             mirror.output_token_ids = list(req.output_token_ids)

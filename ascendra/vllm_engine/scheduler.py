@@ -63,6 +63,7 @@ class _Step:
     num_waiting: int
     budget: int  # the step's token budget (the policy's, or vLLM's own for the stock scheduler)
     slowdown: float  # the typical iteration's learnt slowdown that budget was sized with
+    tokens: dict[str, int]  # vLLM's request id -> tokens this step computes (vLLM's own dict)
 
 
 class AscendraScheduler(AsyncScheduler):
@@ -184,20 +185,38 @@ class AscendraScheduler(AsyncScheduler):
             # Our own cost around vLLM's (the queue's order inside it is vLLM's loop's to pay).
             own = (t1 - t0) + (time.perf_counter() - t2)
             self._steps.append(_Step(now, shape, predicted, own, t2 - t1, len(self.waiting),
-                                     self.max_num_scheduled_tokens, self.step_slowdown))
+                                     self.max_num_scheduled_tokens, self.step_slowdown,
+                                     out.num_scheduled_tokens))
         return out
 
-    def _decode_state(self, now: float) -> tuple[int, int, float | None, list]:
+    def _decode_state(self, now: float, in_flight: dict[str, int] | None = None
+                      ) -> tuple[int, int, float | None, list]:
+        """The running requests as decodes (their count, context and tightest gap) and partly
+        prefilled prompts. vLLM counts a step's tokens as computed when it schedules the step: for
+        the next step's budget that is right (a prompt whose last chunk is in flight decodes next),
+        but the router must see what is still to compute, as our engine reports it between
+        iterations. `in_flight` (`_in_flight()`): the tokens of the steps scheduled and not yet done,
+        taken back. Without it, a 1,000-token prompt in a 3 s step showed its engine as idle, and
+        the router sent the next short prompt behind it."""
         context = 0
         decodes, prefilling = [], []
         for req in self.running:
-            mirror = self.mirrors.sync(req)
-            if req.num_computed_tokens >= req.num_prompt_tokens:
+            mirror = self.mirrors.sync(req, in_flight.get(req.request_id, 0) if in_flight else 0)
+            if mirror.num_computed_tokens >= req.num_prompt_tokens:
                 decodes.append(mirror)
-                context += req.num_computed_tokens + 1
+                context += mirror.num_computed_tokens + 1
             else:
                 prefilling.append(mirror)
         return len(decodes), context, tightest_gap(decodes, now), prefilling
+
+    def _in_flight(self) -> dict[str, int]:
+        """Per vLLM request id, the tokens of the steps scheduled but not yet done (async
+        scheduling keeps one ahead)."""
+        tokens: dict[str, int] = {}
+        for step in self._steps:
+            for rid, n in step.tokens.items():
+                tokens[rid] = tokens.get(rid, 0) + n
+        return tokens
 
     def projection(self) -> Projection | None:
         if self.perf_model is None:
@@ -254,7 +273,7 @@ class AscendraScheduler(AsyncScheduler):
     def _report(self, now: float) -> None:
         if self.link is None:
             return
-        decodes, context, min_tbt, prefilling = self._decode_state(now)
+        decodes, context, min_tbt, prefilling = self._decode_state(now, self._in_flight())
         q = self.waiting.queue  # waiting mirrors were synced when they joined the queue
         view = QueueView(q.as_list(), q.columns, prefilling, decodes, context, min_tbt, None)
         pending = int(q.columns[REMAINING].sum()) + sum(r.num_remaining_prefill for r in prefilling)
