@@ -11,6 +11,7 @@ The systems (issue 17):
 - L: Ascendra's LP policy on both engines, no HP engine and no offload (the partition's share);
 - P: L with no SLO to budget or defer by (the servers' default SLOs one day): shortest remaining
   prompt first alone, at vLLM's own token budget (the budget's share);
+- N: A with no TBT SLO to budget by (the servers' default TBT SLO one day), deadlines as A's;
 - K: B with vLLM's own chunked prefill at a 128-token step budget (at most 128 requests), the size
   of A's prompt chunks on this CPU: what chunking alone costs vLLM's stock scheduler.
 
@@ -66,17 +67,18 @@ from ascendra.model.hf_export import default_export_dir, export  # noqa: E402
 from ascendra.server.protocol import SLO_MS_RANGE  # noqa: E402
 
 ENGINE_PORTS = {"A": (8310, 8311), "B": (8320, 8321), "S": (8340, 8341), "K": (8350, 8351),
-                "L": (8360, 8361), "P": (8370, 8371)}
+                "L": (8360, 8361), "P": (8370, 8371), "N": (8380, 8381)}
 DAY_MS = str(SLO_MS_RANGE[1])
 SYSTEM_ARGS = {"A": ["--hp-instances", "1", "--adaptive-roles"], "S": ["--hp-instances", "1"],
                "L": ["--hp-instances", "0"],
                "P": ["--hp-instances", "0", "--ttft-slo-ms", DAY_MS, "--tbt-slo-ms", DAY_MS],
+               "N": ["--hp-instances", "1", "--adaptive-roles", "--tbt-slo-ms", DAY_MS],
                "B": ["--system", "vllm"],
                "K": ["--system", "vllm", "--max-num-seqs", "128", "--vllm-arg=--max-num-batched-tokens=128"]}
 
 
 def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
-    port = {"A": 8301, "B": 8302, "C": 8303, "S": 8304, "K": 8305, "L": 8306, "P": 8307}[system]
+    port = {"A": 8301, "B": 8302, "C": 8303, "S": 8304, "K": 8305, "L": 8306, "P": 8307, "N": 8308}[system]
     env = dict(os.environ, PYTHONPATH=str(ROOT), VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1")
     if system == "C":
         env |= {

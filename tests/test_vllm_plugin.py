@@ -148,3 +148,25 @@ def test_the_router_sees_the_prompt_tokens_of_a_step_in_flight(vllm_types):
     num_decodes, context, _, prefilling = sched._decode_state(0.0, sched._in_flight())  # the report's
     assert num_decodes == 1 and context == 11
     assert [(r.request_id, r.num_remaining_prefill) for r in prefilling] == [("long", 1000)]
+
+
+def test_a_started_prompt_sits_out_a_step_for_a_shorter_arrival(vllm_types):
+    """vLLM gives running requests a step's budget before any waiting one; the policy merges partly
+    prefilled prompts with the waiting ones by key, as on our engine. So a started long prompt whose
+    remainder is longer than the first waiting prompt sits out the step; a shorter remainder, a
+    decode, or a waiting prompt past saving (deferred behind everything) holds nothing back."""
+    from ascendra.core.policies.ascendra_lp import AscendraLPScheduler
+    from ascendra.profiles import load_profile
+
+    q = _queue(AscendraLPScheduler, load_profile("cpu-smollm2").perf_model)
+    long, nearly, dec = (_request(vllm_types, rid, n) for rid, n in (("long", 1000), ("nearly", 300), ("dec", 10)))
+    long.num_computed_tokens, nearly.num_computed_tokens, dec.num_computed_tokens = 200, 280, 10
+    dec.append_output_token_ids(5)
+    short = _request(vllm_types, "short", 50, ascendra_arrival=0.0, ttft_slo=60.0)
+    q.add_request(short)
+    q.begin_step(0.0, 1.0)
+    assert q.served_after_head([long, nearly, dec]) == [long]  # 800 left against 50; 20 left goes first
+    q.begin_step(61.0, 1.0)  # the short prompt is past saving: it waits behind everything
+    assert q.served_after_head([long, nearly, dec]) == []
+    q.pop_request()
+    assert q.served_after_head([long, nearly, dec]) == []  # nothing waiting

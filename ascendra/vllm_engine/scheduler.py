@@ -169,8 +169,12 @@ class AscendraScheduler(AsyncScheduler):
         self._apply_router_messages()
         self.waiting.begin_step(now, self.slowdown)
         self.max_num_scheduled_tokens = self._token_budget(now)
+        held = self._hold_back_prompts()
         t1 = time.perf_counter()
-        out = super().schedule(throttle_prefills)
+        try:
+            out = super().schedule(throttle_prefills)
+        finally:
+            self.running.extend(held)  # last: the first to be preempted, the last served
         t2 = time.perf_counter()
         shape = BatchShape()
         for rid, n in out.num_scheduled_tokens.items():
@@ -188,6 +192,27 @@ class AscendraScheduler(AsyncScheduler):
                                      self.max_num_scheduled_tokens, self.step_slowdown,
                                      out.num_scheduled_tokens))
         return out
+
+    def _hold_back_prompts(self) -> list[VLLMRequest]:
+        """Take out of `self.running`, for this step's scheduling, the partly prefilled prompts the
+        policy serves after the first waiting request (`served_after_head`). vLLM serves running
+        requests first, so under a budget of a few hundred tokens a started 1,000-token prompt kept
+        every shorter arrival waiting for all its chunks: first come, first served among started
+        prompts. Not when the first waiting request could not be admitted anyway (every running
+        slot would be taken, or its prompt needs more KV than is free): the step would then idle."""
+        if not self.shapes_budget or not self.waiting:
+            return []
+        if len(self.running) + len(self.waiting) > self.max_num_running_reqs:
+            return []
+        head = self.waiting.peek_request()
+        free = self.kv_cache_manager.block_pool.get_num_free_blocks() * self.block_size
+        if head.num_tokens > free:
+            return []
+        held = self.waiting.served_after_head(self.running)
+        if held:
+            ids = {id(r) for r in held}
+            self.running[:] = [r for r in self.running if id(r) not in ids]
+        return held
 
     def _decode_state(self, now: float, in_flight: dict[str, int] | None = None
                       ) -> tuple[int, int, float | None, list]:
@@ -259,7 +284,8 @@ class AscendraScheduler(AsyncScheduler):
                 self.mirrors.sync(req)
         self._report(now)
         if step is not None and self._step_log is not None:
-            row = {"shape": asdict(step.shape), "seconds": elapsed, "waiting": step.num_waiting,
+            row = {"at": step.scheduled_at, "shape": asdict(step.shape), "seconds": elapsed,
+                   "waiting": step.num_waiting,
                    "plugin_seconds": step.plugin_seconds + time.perf_counter() - t0,
                    "vllm_schedule_seconds": step.vllm_schedule_seconds,
                    # Why a budget was what it was: the slowdown learnt when it was sized.

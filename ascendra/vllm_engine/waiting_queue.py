@@ -34,6 +34,7 @@ class PolicyWaitingQueue(VLLMRequestQueue):
         self._now = 0.0
         self._slowdown = 1.0
         self._order: list[Request] | None = None  # this step's serving order, head last (pop())
+        self._head_on_time = True  # whether that head can still make its deadline
 
     # ---- what the scheduler adds -------------------------------------------------------------
 
@@ -56,11 +57,27 @@ class PolicyWaitingQueue(VLLMRequestQueue):
                 late = misses_deadline(self._now, cols[ALONE], cols[DEADLINE], self._slowdown)
                 on_time = np.flatnonzero(~late)
                 order = [items[i] for i in on_time] + [items[i] for i in np.flatnonzero(late)]
+                self._head_on_time = bool(len(on_time))
             else:
                 order = list(items)
+                self._head_on_time = True
             order.reverse()
             self._order = order
         return self._order
+
+    def served_after_head(self, running: Iterable[VLLMRequest]) -> list[VLLMRequest]:
+        """The partly prefilled prompts among `running` that the policy serves after this queue's
+        first request: on our engine partly prefilled prompts merge with the waiting ones by key,
+        while vLLM gives every running request its share of a step before any waiting one. None
+        when the first request is past saving (the deferral puts it after everything)."""
+        order = self._serving_order()
+        if not order:
+            return []
+        if not self._head_on_time:
+            return []
+        key, head_key = self._policy.waiting_key, self._policy.waiting_key(order[-1])
+        return [r for r in running if r.num_computed_tokens < r.num_prompt_tokens
+                and key(self._mirrors.sync(r)) > head_key]
 
     def _push(self, request: VLLMRequest) -> None:
         self.queue.push(self._mirrors.sync(request))
