@@ -12,10 +12,11 @@ After each step the plugin reports to the router what our instance workers repor
 queue by the router's ids, the decodes, KV use, the step's duration against the prediction), and
 applies the router's steals (offloads) of requests that have not started.
 
-One difference from our engine: vLLM serves requests already running (decodes and partly
-prefilled prompts) before any waiting one, where ours merges partly prefilled prompts with waiting
-ones by key. Both start the same prompts first under SRPT and EDF; the projection charges running
-prompts first, as vLLM does.
+vLLM serves requests already running (decodes and partly prefilled prompts) before any waiting
+one, where ours merges partly prefilled prompts with waiting ones by key; so the partly prefilled
+prompts the policy serves after the first waiting request sit out the step (`_hold_back_prompts`).
+And vLLM counts a step's tokens as computed when it schedules it, while the router must see what is
+still to compute: the report takes the steps in flight back (`_in_flight`).
 """
 
 from __future__ import annotations
