@@ -159,7 +159,8 @@ def test_a_started_prompt_sits_out_a_step_for_a_shorter_arrival(vllm_types):
     from ascendra.profiles import load_profile
 
     q = _queue(AscendraLPScheduler, load_profile("cpu-smollm2").perf_model)
-    long, nearly, dec = (_request(vllm_types, rid, n) for rid, n in (("long", 1000), ("nearly", 300), ("dec", 10)))
+    sizes = (("long", 1000), ("nearly", 300), ("dec", 10))
+    long, nearly, dec = (_request(vllm_types, rid, n) for rid, n in sizes)
     long.num_computed_tokens, nearly.num_computed_tokens, dec.num_computed_tokens = 200, 280, 10
     dec.append_output_token_ids(5)
     short = _request(vllm_types, "short", 50, ascendra_arrival=0.0, ttft_slo=60.0)
