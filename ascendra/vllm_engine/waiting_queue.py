@@ -71,9 +71,7 @@ class PolicyWaitingQueue(VLLMRequestQueue):
         while vLLM gives every running request its share of a step before any waiting one. None
         when the first request is past saving (the deferral puts it after everything)."""
         order = self._serving_order()
-        if not order:
-            return []
-        if not self._head_on_time:
+        if not order or not self._head_on_time:
             return []
         key, head_key = self._policy.waiting_key, self._policy.waiting_key(order[-1])
         return [r for r in running if r.num_computed_tokens < r.num_prompt_tokens
