@@ -66,8 +66,7 @@ from ascendra.cli.serve_vllm import VLLM_MAX_MODEL_LEN  # noqa: E402
 from ascendra.model.hf_export import default_export_dir, export  # noqa: E402
 from ascendra.server.protocol import SLO_MS_RANGE  # noqa: E402
 
-ENGINE_PORTS = {"A": (8310, 8311), "B": (8320, 8321), "S": (8340, 8341), "K": (8350, 8351),
-                "L": (8360, 8361), "P": (8370, 8371), "N": (8380, 8381)}
+PORTS = {"A": 8301, "B": 8302, "C": 8303, "S": 8304, "K": 8305, "L": 8306, "P": 8307, "N": 8308}
 DAY_MS = str(SLO_MS_RANGE[1])
 SYSTEM_ARGS = {"A": ["--hp-instances", "1", "--adaptive-roles"], "S": ["--hp-instances", "1"],
                "L": ["--hp-instances", "0"],
@@ -77,8 +76,17 @@ SYSTEM_ARGS = {"A": ["--hp-instances", "1", "--adaptive-roles"], "S": ["--hp-ins
                "K": ["--system", "vllm", "--max-num-seqs", "128", "--vllm-arg=--max-num-batched-tokens=128"]}
 
 
+def engine_ports(system: str) -> tuple[int, ...]:
+    """The two vLLM engines behind our front for `system` (none for C, one engine of vLLM's own):
+    front port 83XY -> engines 83Y0 and 83Y1."""
+    if system not in SYSTEM_ARGS:
+        return ()
+    first = 8300 + 10 * (PORTS[system] - 8300)
+    return first, first + 1
+
+
 def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
-    port = {"A": 8301, "B": 8302, "C": 8303, "S": 8304, "K": 8305, "L": 8306, "P": 8307, "N": 8308}[system]
+    port = PORTS[system]
     env = dict(os.environ, PYTHONPATH=str(ROOT), VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1")
     if system == "C":
         env |= {
@@ -122,7 +130,7 @@ def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
             "--instances",
             "2",
             "--vllm-first-port",
-            str(ENGINE_PORTS[system][0]),
+            str(engine_ports(system)[0]),
             "--vllm-log-dir",
             str(out / f"engines_{system}"),
             "--ttft-slo-ms",
@@ -140,7 +148,7 @@ def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
 def router_counters(s: Server) -> dict[str, float]:
     """Our router's decisions so far (offloads, role changes, migrations), from its /metrics; none
     for C, whose front is vLLM's."""
-    if s.name not in ENGINE_PORTS:
+    if not engine_ports(s.name):
         return {}
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -166,7 +174,7 @@ def plugin_cost(a: argparse.Namespace, out: Path, model: Path, tok, seed: int) -
             f.write(json.dumps({"prompt": tok.decode(ids), "output_tokens": 4}) + "\n")
     log = out / "engines_A" / "steps-0.jsonl"
     start = len(log.read_text().splitlines())
-    lp = Server("A-LP", ENGINE_PORTS["A"][0], None, out / "A_server.log")
+    lp = Server("A-LP", engine_ports("A")[0], None, out / "A_server.log")
     bench(lp, a, data, None, a.plugin_cost, seed, out, "plugin_cost", model)
     rows = [json.loads(x) for x in log.read_text().splitlines()[start:]]
     deep = [r for r in rows if r.get("waiting", 0) >= 256]
@@ -254,7 +262,7 @@ def main() -> None:
     try:
         for s in servers:
             print(f"[{s.name}] ready after {wait_ready(s, 1200):.0f} s", flush=True)
-            for port in ENGINE_PORTS.get(s.name, ()):  # our front answers before its engines do
+            for port in engine_ports(s.name):  # our front answers before its engines do
                 wait_ready(Server(f"{s.name} engine", port, s.proc, s.log), 1200)
         seed = int(time.time()) % 100_000
         no_slo = {"ttft_slo_ms": SLO_MS_RANGE[1], "tbt_slo_ms": SLO_MS_RANGE[1]}
