@@ -10,7 +10,7 @@ from ascendra.vllm_engine.plugin_config import PluginConfig, secret_from_hex
 
 
 def test_settings_round_trip_through_the_environment():
-    cfg = PluginConfig(router="ipc:///tmp/x", secret=b"k" * 16, index=1,
+    cfg = PluginConfig(router="ipc:///tmp/x", secret=b"k" * 16, index=1, await_offload_check=True,
                        scheduler=SchedulerConfig(max_num_batched_tokens=99, tbt_target=0.8),
                        scheduler_given=True, profile="cpu-smollm2", default_ttft=2.0, default_tbt=0.3,
                        step_log="/tmp/steps.jsonl")

@@ -171,3 +171,83 @@ def test_a_started_prompt_sits_out_a_step_for_a_shorter_arrival(vllm_types):
     assert q.served_after_head([long, nearly, dec]) == []
     q.pop_request()
     assert q.served_after_head([long, nearly, dec]) == []  # nothing waiting
+
+
+def _real_scheduler(cls, tmp_path, monkeypatch, env: dict):
+    """One of our vLLM schedulers as vLLM builds it (`--scheduler-cls`), on a real vLLM config and
+    KV cache of 200 blocks, in this process: no model runs, `schedule()` is vLLM's own."""
+    import torch
+    from transformers import LlamaConfig
+    from vllm.config import CacheConfig, ModelConfig, SchedulerConfig, VllmConfig
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
+    from vllm.v1.structured_output import StructuredOutputManager
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    tiny = LlamaConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                       intermediate_size=128, vocab_size=4096, max_position_embeddings=2048)
+    tiny.save_pretrained(tmp_path)
+    model = ModelConfig(model=str(tmp_path), max_model_len=2048, dtype="float32", skip_tokenizer_init=True)
+    sched = SchedulerConfig(max_num_seqs=16, max_num_batched_tokens=512, max_model_len=2048,
+                            is_encoder_decoder=False, enable_chunked_prefill=True)
+    cache = CacheConfig(block_size=16, enable_prefix_caching=False)
+    cache.num_gpu_blocks = 200  # what the engine sets once it has sized its KV cache
+    config = VllmConfig(model_config=model, scheduler_config=sched, cache_config=cache)
+    spec = FullAttentionSpec(block_size=16, num_kv_heads=1, head_size=32, dtype=torch.float32)
+    kv = KVCacheConfig(num_blocks=200, kv_cache_tensors=[], kv_cache_groups=[KVCacheGroupSpec(["l0"], spec)])
+    return cls(vllm_config=config, kv_cache_config=kv,
+               structured_output_manager=StructuredOutputManager(config), block_size=16)
+
+
+@pytest.mark.parametrize("awaits", [True, False])
+def test_an_lp_engine_holds_a_new_arrival_for_the_routers_offload_check(vllm_types, tmp_path, monkeypatch,
+                                                                        awaits):
+    """vLLM admits a waiting request within a step, and a started one cannot be offloaded. So an LP
+    engine under a router that offloads reports a new arrival and holds the step that would start
+    it until the router has checked that report (`Checked`); a steal sent before the check is
+    applied first, and the request never starts here. Without the wait it starts at once."""
+    import threading
+
+    import zmq
+
+    from ascendra.runtime.live import messages as m
+    from ascendra.vllm_engine import plugin_config as pc
+    from ascendra.vllm_engine.scheduler import LPScheduler
+
+    # The wait's bound is for a router that does not answer; here the router answers when it has read.
+    monkeypatch.setattr("ascendra.vllm_engine.scheduler.OFFLOAD_CHECK_WAIT_S", 600.0)
+    secret, endpoint = b"s" * 16, f"ipc://{tmp_path}/router.sock"
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(endpoint)
+    codec = m.codec(secret)
+    env = {pc.ROUTER: endpoint, pc.SECRET: secret.hex(), pc.PROFILE: "cpu-smollm2",
+           pc.AWAIT_CHECK: "1" if awaits else "0"}
+    sched = _real_scheduler(LPScheduler, tmp_path, monkeypatch, env)
+    try:
+        sched.add_request(_request(vllm_types, "long", 1500, ascendra_id="r1"))
+        done: dict = {}
+        step = threading.Thread(target=lambda: done.update(out=sched.schedule()))
+        step.start()
+        if not awaits:
+            step.join(600)
+            assert done["out"].num_scheduled_tokens.get("long", 0) > 0  # started: nothing can move it
+            return
+        while True:  # the hello and the idle report first, then the arrival's
+            if not router.poll(100):
+                assert step.is_alive(), "the step went on without waiting for the router's check"
+                continue
+            route, frame = router.recv_multipart()
+            rep = codec.decode(frame)
+            if isinstance(rep, m.Report) and rep.awaits_check:
+                break
+        assert [e.request_id for e in rep.snapshot.waiting] == ["r1"] and step.is_alive()
+        router.send_multipart([route, codec.encode(m.Steal(1, "r1"))])  # the router's order: steals,
+        router.send_multipart([route, codec.encode(m.Checked(2, rep.number))])  # then the check
+        step.join(600)
+        assert done["out"].num_scheduled_tokens == {} and "long" not in sched.requests
+        assert sched.num_stolen == 1 and sched._stolen == ["r1"]  # the next report hands it over
+    finally:
+        sched.shutdown()
+        router.close(0)
+        ctx.term()

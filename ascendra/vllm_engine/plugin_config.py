@@ -22,6 +22,7 @@ SCHEDULER = "ASCENDRA_SCHEDULER"  # JSON of SchedulerConfig
 PROFILE = "ASCENDRA_PROFILE"  # performance profile: a path or a shipped name
 SLO = "ASCENDRA_DEFAULT_SLO"  # "TTFT_S,TBT_S": the SLOs of a request that carries none
 STEP_LOG = "ASCENDRA_STEP_LOG"  # a JSON-lines file of every step's shape and duration, to fit from
+AWAIT_CHECK = "ASCENDRA_AWAIT_CHECK"  # "1": an LP engine holds a new arrival's first step for the router
 
 # The keys of `vllm_xargs` our router sets on every request it sends to a vLLM engine.
 XARG_ID, XARG_ARRIVAL, XARG_TTFT, XARG_TBT = "ascendra_id", "ascendra_arrival", "ttft_slo", "tbt_slo"
@@ -50,12 +51,14 @@ class PluginConfig:
     default_ttft: float = DEFAULT_SLO.ttft_ms / 1e3  # what `ascendra serve` gives such a request too
     default_tbt: float = DEFAULT_SLO.tbt_ms / 1e3
     step_log: str | None = None
+    await_offload_check: bool = False  # an LP engine under a router that offloads
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PluginConfig:
         env = os.environ if env is None else env
         cfg = cls(router=env.get(ROUTER) or None, profile=env.get(PROFILE) or None,
-                  step_log=env.get(STEP_LOG) or None, index=int(env.get(INDEX, "0")))
+                  step_log=env.get(STEP_LOG) or None, index=int(env.get(INDEX, "0")),
+                  await_offload_check=env.get(AWAIT_CHECK) == "1")
         if cfg.router:
             cfg.secret = secret_from_hex(env.get(SECRET, ""))
         if env.get(SCHEDULER):
@@ -76,4 +79,6 @@ class PluginConfig:
             env[PROFILE] = self.profile
         if self.step_log:
             env[STEP_LOG] = self.step_log
+        if self.await_offload_check:
+            env[AWAIT_CHECK] = "1"
         return env

@@ -4,7 +4,8 @@ vLLM's engine core calls the scheduler only while it has work, so the socket bel
 its own: it sends what the scheduler hands it (hello, a report after every step), repeats the last
 report as a heartbeat while the engine is idle, and keeps what the router sends (steals) for the
 scheduler to apply at its next step. zmq sockets are not shared between threads: only this thread
-touches the socket; the scheduler and it meet in two deques (appends and pops are atomic).
+touches the socket; the scheduler and it meet in two deques (appends and pops are atomic), and in a
+condition on which the scheduler can wait for the router's `Checked` to one of its reports.
 """
 
 from __future__ import annotations
@@ -38,16 +39,31 @@ class RouterLink:
         self._outbox: deque[object] = deque()
         self.inbox: deque[object] = deque()
         self._last_report: m.Report | None = None
-        self._number = 0
+        self._number = 0  # reports handed to `send`; numbered there, so the scheduler knows which
+        self._checked = 0  # the newest report the router has checked for offloads
+        self._news = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ascendra-router-link", daemon=True)
         self._thread.start()
 
-    def send(self, msg: object) -> None:
+    def send(self, msg: object) -> int:
+        """Queue a message for the router; a report gets its number here, which is returned."""
+        if isinstance(msg, m.Report):
+            self._number += 1
+            msg.number = self._number
         self._outbox.append(msg)
+        return self._number
+
+    def wait_checked(self, number: int, timeout: float) -> bool:
+        """Wait until the router has checked report `number` (the steals it decided on are in the
+        inbox by then), at most `timeout` seconds: a router that does not answer stalls nothing."""
+        with self._news:
+            return self._news.wait_for(lambda: self._checked >= number or self._stop.is_set(), timeout)
 
     def close(self) -> None:
         self._stop.set()
+        with self._news:
+            self._news.notify_all()
         self._thread.join(2.0)
 
     def _run(self) -> None:
@@ -60,8 +76,10 @@ class RouterLink:
                     self._send(self._outbox.popleft())
                     last_sent = time.time()
                 if self._last_report is not None and time.time() - last_sent > HEARTBEAT_S:
-                    # Nothing new: the last report again (its outputs and receipts already went).
-                    self._send(replace(self._last_report, stolen=[], refused=[], received=[]))
+                    # Nothing new: the last report again (its outputs and receipts already went),
+                    # under its own number; the scheduler waits on the original's check, if any.
+                    self._send(replace(self._last_report, stolen=[], refused=[], received=[],
+                                       awaits_check=False))
                     last_sent = time.time()
         finally:
             self._sock.close(0)
@@ -74,13 +92,18 @@ class RouterLink:
             except zmq.Again:
                 return
             try:
-                self.inbox.append(self._codec.decode(frame))
+                msg = self._codec.decode(frame)
             except BadMessage as e:
                 log.warning("dropped a frame from the router socket: %s", e)
+                continue
+            if isinstance(msg, m.Checked):
+                with self._news:
+                    self._checked = max(self._checked, msg.report)
+                    self._news.notify_all()
+            else:
+                self.inbox.append(msg)
 
     def _send(self, msg: object) -> None:
         if isinstance(msg, m.Report):
-            self._number += 1
-            msg.number = self._number
             self._last_report = msg
         self._sock.send(self._codec.encode(msg))

@@ -47,7 +47,7 @@ from ascendra.core.scheduler import Scheduler
 from ascendra.core.slowdown import learnt_slowdown, learnt_step_slowdown
 from ascendra.core.ttft_slos import PendingTTFT
 from ascendra.runtime.live import messages as m
-from ascendra.runtime.live.worker import wire_snapshot
+from ascendra.runtime.live.worker import OFFLOAD_CHECK_WAIT_S, awaits_offload_check, wire_snapshot
 from ascendra.vllm_engine.mirrors import Mirrors
 from ascendra.vllm_engine.plugin_config import PluginConfig
 from ascendra.vllm_engine.router_link import RouterLink
@@ -98,6 +98,7 @@ class AscendraScheduler(AsyncScheduler):
         self._received: list[tuple[str, float]] = []
         self._stolen: list[str] = []
         self._refused: list[str] = []
+        self._awaited = 0  # the report whose offload check the next step waits for (0: none)
         self._step_log = open(cfg.step_log, "a") if cfg.step_log else None  # noqa: SIM115 - engine lifetime
         self.link = None
         if cfg.router:
@@ -137,6 +138,20 @@ class AscendraScheduler(AsyncScheduler):
             elif isinstance(msg, m.ChangeRole):
                 self._change_role(msg)
 
+    def _offload_check(self) -> None:
+        """Before a step that could start a new arrival, let the router see it waiting and decide,
+        as our LP workers do (`WorkerLoop._offload_check`): vLLM admits a waiting request within a
+        step, and a started one cannot move, so without the wait the router's check after each
+        step found the queue empty and a long prompt at risk started here. Its steals come before
+        its `Checked`; the wait is bounded, and idles nothing while a step is in flight."""
+        if self.link is None or not self.ascendra.await_offload_check:
+            return
+        if self._received:
+            self._report(time.time())  # the arrivals since the last report, where they are queued
+        if self._awaited:
+            self.link.wait_checked(self._awaited, OFFLOAD_CHECK_WAIT_S)
+            self._awaited = 0
+
     def _change_role(self, msg: m.ChangeRole) -> None:
         """The router changed this engine's role (adaptive roles): the same requests go on under
         the other Ascendra policy; the waiting queue takes its order, the next step its budget."""
@@ -145,6 +160,7 @@ class AscendraScheduler(AsyncScheduler):
             return  # only the Ascendra policies change roles; a stock engine stays stock
         self.ascendra_policy = policy  # this engine's, over its class's
         self.policy_config = self._within_vllm(msg.scheduler)
+        self.ascendra.await_offload_check = msg.await_offload_check
         self.waiting.change_policy(policy)
         if self.perf_model is not None:
             self.pending_ttft.floor = policy.ttft_floor(self.policy_config, self.perf_model)
@@ -165,6 +181,7 @@ class AscendraScheduler(AsyncScheduler):
     # ---- each step ---------------------------------------------------------------------------
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
+        self._offload_check()
         now = time.time()
         t0 = time.perf_counter()
         self._apply_router_messages()
@@ -308,8 +325,10 @@ class AscendraScheduler(AsyncScheduler):
         used = int(round(self.kv_cache_manager.usage * num_blocks))
         snap = wire_snapshot(view, pending, len(self.running), used, num_blocks, 0, self.num_steps,
                              self.pending_ttft.tightest(), self.slowdown, self.iterations, self.step_slowdown)
-        self.link.send(m.Report(self.ascendra.index, 0, snap, received=self._received, stolen=self._stolen,
-                                refused=self._refused))
+        awaits = awaits_offload_check(self.ascendra.await_offload_check, snap)
+        number = self.link.send(m.Report(self.ascendra.index, 0, snap, received=self._received,
+                                         stolen=self._stolen, refused=self._refused, awaits_check=awaits))
+        self._awaited = number if awaits else 0
         self._received, self._stolen, self._refused = [], [], []
 
     def shutdown(self) -> None:

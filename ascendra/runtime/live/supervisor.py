@@ -55,7 +55,8 @@ class Supervisor:
             if not engines.launched:
                 return ExternalWorker()
             spec = self.specs[i]
-            return VLLMServerWorker(engines, i, spec.policy, spec.scheduler, self._endpoint, self._secret)
+            return VLLMServerWorker(engines, i, spec.policy, spec.scheduler, self._endpoint, self._secret,
+                                    spec.await_offload_check)
         kind = RayWorker if self.config.ray_address else ProcessWorker
         return kind(self.specs[i], self._endpoint, i, self._secret)
 

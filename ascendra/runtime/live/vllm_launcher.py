@@ -52,13 +52,13 @@ class VLLMEngines:
     def url(self, index: int) -> str:
         return self.urls[index] if self.urls else f"http://{self.host}:{self.first_port + index}"
 
-    def plugin_config(self, index: int, scheduler: SchedulerConfig, endpoint: str, secret: bytes
-                      ) -> PluginConfig:
+    def plugin_config(self, index: int, scheduler: SchedulerConfig, endpoint: str, secret: bytes,
+                      await_offload_check: bool = False) -> PluginConfig:
         step_log = str(self.step_log_dir / f"steps-{index}.jsonl") if self.step_log_dir else None
         ttft, tbt = self.default_slo
         return PluginConfig(router=endpoint, secret=secret, index=index, scheduler=scheduler,
                             scheduler_given=True, profile=self.profile, default_ttft=ttft, default_tbt=tbt,
-                            step_log=step_log)
+                            step_log=step_log, await_offload_check=await_offload_check)
 
     def command(self, index: int, policy: str) -> list[str]:
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
@@ -84,9 +84,9 @@ class VLLMServerWorker:
     """A `WorkerHandle` for one launched vLLM engine (its whole process group)."""
 
     def __init__(self, engines: VLLMEngines, index: int, policy: str, scheduler: SchedulerConfig,
-                 endpoint: str, secret: bytes) -> None:
+                 endpoint: str, secret: bytes, await_offload_check: bool = False) -> None:
         env = dict(os.environ) | engines.environment(index)
-        env |= engines.plugin_config(index, scheduler, endpoint, secret).to_env()
+        env |= engines.plugin_config(index, scheduler, endpoint, secret, await_offload_check).to_env()
         log_dir = engines.log_dir or Path.cwd()
         log_dir.mkdir(parents=True, exist_ok=True)
         with open(log_dir / f"vllm-{index}.log", "ab") as log:

@@ -236,12 +236,18 @@ class WorkerLoop:
         rep.acked_seq, rep.number = self.acked_seq, self.num_reports
         inst = self.instance
         rep.snapshot = snapshot_of(inst.scheduler, inst.num_steps, inst.iterations)
-        # Only requests that have not started can be moved: with none listed there is nothing to check.
-        rep.awaits_check = self.await_offload_check and any(not e.started for e in rep.snapshot.waiting)
+        rep.awaits_check = awaits_offload_check(self.await_offload_check, rep.snapshot)
         self.sock.send(self.codec.encode(rep))
         self._report = self._fresh()
         self._added_since_report = False
         self._last_awaits_check = rep.awaits_check
+
+
+def awaits_offload_check(enabled: bool, snapshot: m.Snapshot) -> bool:
+    """Whether an LP instance holds its next iteration for the router's check of this report (our
+    workers and the vLLM plugin alike). Only requests that have not started can be moved: with none
+    listed there is nothing to check."""
+    return enabled and any(not e.started for e in snapshot.waiting)
 
 
 def serve_instance(
