@@ -12,6 +12,8 @@ The systems (issue 17):
 - P: L with no SLO to budget or defer by (the servers' default SLOs one day): shortest remaining
   prompt first alone, at vLLM's own token budget (the budget's share);
 - N: A with no TBT SLO to budget by (the servers' default TBT SLO one day), deadlines as A's;
+- D, E: A and B with two model threads per engine (`--threads-per-instance 2`, OpenMP's passive
+  wait), so that an engine alone at work has both cores, as C's one engine does;
 - K: B with vLLM's own chunked prefill at a 128-token step budget (at most 128 requests), the size
   of A's prompt chunks on this CPU: what chunking alone costs vLLM's stock scheduler.
 
@@ -66,14 +68,20 @@ from ascendra.cli.serve_vllm import VLLM_MAX_MODEL_LEN  # noqa: E402
 from ascendra.model.hf_export import default_export_dir, export  # noqa: E402
 from ascendra.server.protocol import SLO_MS_RANGE  # noqa: E402
 
-PORTS = {"A": 8301, "B": 8302, "C": 8303, "S": 8304, "K": 8305, "L": 8306, "P": 8307, "N": 8308}
+PORTS = {"A": 8301, "B": 8302, "C": 8303, "S": 8304, "K": 8305, "L": 8306, "P": 8307, "N": 8308,
+         "D": 8309, "E": 8310}
 DAY_MS = str(SLO_MS_RANGE[1])
 SYSTEM_ARGS = {"A": ["--hp-instances", "1", "--adaptive-roles"], "S": ["--hp-instances", "1"],
                "L": ["--hp-instances", "0"],
                "P": ["--hp-instances", "0", "--ttft-slo-ms", DAY_MS, "--tbt-slo-ms", DAY_MS],
                "N": ["--hp-instances", "1", "--adaptive-roles", "--tbt-slo-ms", DAY_MS],
                "B": ["--system", "vllm"],
-               "K": ["--system", "vllm", "--max-num-seqs", "128", "--vllm-arg=--max-num-batched-tokens=128"]}
+               "K": ["--system", "vllm", "--max-num-seqs", "128", "--vllm-arg=--max-num-batched-tokens=128"],
+               "D": ["--hp-instances", "1", "--adaptive-roles", "--threads-per-instance", "2"],
+               "E": ["--system", "vllm", "--threads-per-instance", "2"]}
+# Two OpenMP threads per engine on two cores: a thread that waits at a barrier sleeps rather than
+# spins, or two busy engines' spinning threads take each other's cores.
+SYSTEM_ENV = {"D": {"OMP_WAIT_POLICY": "PASSIVE"}, "E": {"OMP_WAIT_POLICY": "PASSIVE"}}
 
 
 def engine_ports(system: str) -> tuple[int, ...]:
@@ -88,6 +96,7 @@ def engine_ports(system: str) -> tuple[int, ...]:
 def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
     port = PORTS[system]
     env = dict(os.environ, PYTHONPATH=str(ROOT), VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1")
+    env |= SYSTEM_ENV.get(system, {})
     if system == "C":
         env |= {
             "VLLM_TARGET_DEVICE": "cpu",

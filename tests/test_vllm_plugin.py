@@ -128,12 +128,11 @@ def test_the_router_sees_the_prompt_tokens_of_a_step_in_flight(vllm_types):
     a step in flight whenever the plugin reports. The next step's budget must count a prompt whose
     last chunk is in flight as a decode; the router's report must count its tokens as still to
     compute, or an engine busy with a 1,000-token prompt looks idle and gets the next arrival."""
-    from collections import deque
-
     from ascendra.core.batch import BatchShape
     from ascendra.core.request import SLO
     from ascendra.vllm_engine.mirrors import Mirrors
-    from ascendra.vllm_engine.scheduler import LPScheduler, _Step
+    from ascendra.vllm_engine.scheduler import LPScheduler
+    from ascendra.vllm_engine.steps import Step, StepBook
 
     long, dec = _request(vllm_types, "long", 1000), _request(vllm_types, "dec", 10)
     dec.num_computed_tokens = 10
@@ -141,11 +140,12 @@ def test_the_router_sees_the_prompt_tokens_of_a_step_in_flight(vllm_types):
     long.num_computed_tokens, dec.num_computed_tokens = 1000, 11  # as vLLM leaves them, scheduled
     sched = object.__new__(LPScheduler)  # only the state these two methods read
     sched.mirrors, sched.running = Mirrors(SLO(5.0, 1.0)), [long, dec]
-    sched._steps = deque([_Step(0.0, BatchShape(), 0.0, 0.0, 0.0, 0, 1024, 1.0, {"long": 1000, "dec": 1})])
+    sched.steps = StepBook()
+    sched.steps.scheduled(Step(0.0, BatchShape(), 0.0, 0.0, 0.0, 0, 1024, 1.0, {"long": 1000, "dec": 1}))
 
     num_decodes, _, _, prefilling = sched._decode_state(0.0)  # the budget's view
     assert num_decodes == 2 and prefilling == []
-    num_decodes, context, _, prefilling = sched._decode_state(0.0, sched._in_flight())  # the report's
+    num_decodes, context, _, prefilling = sched._decode_state(0.0, sched.steps.in_flight())  # the report's
     assert num_decodes == 1 and context == 11
     assert [(r.request_id, r.num_remaining_prefill) for r in prefilling] == [("long", 1000)]
 

@@ -16,17 +16,15 @@ vLLM serves requests already running (decodes and partly prefilled prompts) befo
 one, where ours merges partly prefilled prompts with waiting ones by key; so the partly prefilled
 prompts the policy serves after the first waiting request sit out the step (`_hold_back_prompts`).
 And vLLM counts a step's tokens as computed when it schedules it, while the router must see what is
-still to compute: the report takes the steps in flight back (`_in_flight`).
+still to compute: the report takes the steps in flight back (`StepBook.in_flight`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
-from collections import deque
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.output import SchedulerOutput
@@ -35,7 +33,6 @@ from vllm.v1.request import RequestStatus as VLLMStatus
 
 from ascendra.core.batch import BatchShape
 from ascendra.core.config import SchedulerConfig
-from ascendra.core.iteration_stats import IterationStats
 from ascendra.core.policies import POLICIES
 from ascendra.core.policies.ascendra_hp import AscendraHPScheduler
 from ascendra.core.policies.ascendra_lp import AscendraLPScheduler
@@ -44,27 +41,14 @@ from ascendra.core.projection import Projection, QueueView
 from ascendra.core.queue import REMAINING
 from ascendra.core.request import SLO, tightest_gap
 from ascendra.core.scheduler import Scheduler
-from ascendra.core.slowdown import learnt_slowdown, learnt_step_slowdown
 from ascendra.core.ttft_slos import PendingTTFT
 from ascendra.runtime.live import messages as m
 from ascendra.runtime.live.worker import OFFLOAD_CHECK_WAIT_S, awaits_offload_check, wire_snapshot
 from ascendra.vllm_engine.mirrors import Mirrors
 from ascendra.vllm_engine.plugin_config import PluginConfig
 from ascendra.vllm_engine.router_link import RouterLink
+from ascendra.vllm_engine.steps import Step, StepBook
 from ascendra.vllm_engine.waiting_queue import PolicyWaitingQueue
-
-
-@dataclass(slots=True)
-class _Step:
-    scheduled_at: float
-    shape: BatchShape
-    predicted: float
-    plugin_seconds: float  # this step's scheduling work in our code, outside vLLM's schedule()
-    vllm_schedule_seconds: float  # vLLM's schedule(), our waiting queue's methods included
-    num_waiting: int
-    budget: int  # the step's token budget (the policy's, or vLLM's own for the stock scheduler)
-    slowdown: float  # the typical iteration's learnt slowdown that budget was sized with
-    tokens: dict[str, int]  # vLLM's request id -> tokens this step computes (vLLM's own dict)
 
 
 class AscendraScheduler(AsyncScheduler):
@@ -88,18 +72,12 @@ class AscendraScheduler(AsyncScheduler):
         self.waiting = PolicyWaitingQueue(self.ascendra_policy, self.mirrors, alone)
         policy, perf = self.ascendra_policy, self.perf_model
         self.pending_ttft = PendingTTFT(policy.ttft_floor(self.policy_config, perf) if perf else 0.0)
-        self.slowdown = 1.0
-        self.step_slowdown = 1.0
-        self.iterations = IterationStats()
-        self.num_steps = 0
+        self.steps = StepBook(cfg.step_log)
         self.num_stolen = 0
-        self._steps: deque[_Step] = deque()
-        self._last_end = 0.0
         self._received: list[tuple[str, float]] = []
         self._stolen: list[str] = []
         self._refused: list[str] = []
         self._awaited = 0  # the report whose offload check the next step waits for (0: none)
-        self._step_log = open(cfg.step_log, "a") if cfg.step_log else None  # noqa: SIM115 - engine lifetime
         self.link = None
         if cfg.router:
             self.link = RouterLink(cfg.router, cfg.secret, cfg.index)
@@ -185,7 +163,7 @@ class AscendraScheduler(AsyncScheduler):
         now = time.time()
         t0 = time.perf_counter()
         self._apply_router_messages()
-        self.waiting.begin_step(now, self.slowdown)
+        self.waiting.begin_step(now, self.steps.slowdown)
         self.max_num_scheduled_tokens = self._token_budget(now)
         held = self._hold_back_prompts()
         t1 = time.perf_counter()
@@ -206,9 +184,9 @@ class AscendraScheduler(AsyncScheduler):
             predicted = self.perf_model.predict(shape) if self.perf_model is not None else 0.0
             # Our own cost around vLLM's (the queue's order inside it is vLLM's loop's to pay).
             own = (t1 - t0) + (time.perf_counter() - t2)
-            self._steps.append(_Step(now, shape, predicted, own, t2 - t1, len(self.waiting),
-                                     self.max_num_scheduled_tokens, self.step_slowdown,
-                                     out.num_scheduled_tokens))
+            self.steps.scheduled(Step(now, shape, predicted, own, t2 - t1, len(self.waiting),
+                                      self.max_num_scheduled_tokens, self.steps.step_slowdown,
+                                      out.num_scheduled_tokens))
         return out
 
     def _hold_back_prompts(self) -> list[VLLMRequest]:
@@ -238,7 +216,7 @@ class AscendraScheduler(AsyncScheduler):
         prefilled prompts. vLLM counts a step's tokens as computed when it schedules the step: for
         the next step's budget that is right (a prompt whose last chunk is in flight decodes next),
         but the router must see what is still to compute, as our engine reports it between
-        iterations. `in_flight` (`_in_flight()`): the tokens of the steps scheduled and not yet done,
+        iterations. `in_flight` (`StepBook.in_flight()`): the tokens of the steps scheduled and not yet done,
         taken back. Without it, a 1,000-token prompt in a 3 s step showed its engine as idle, and
         the router sent the next short prompt behind it."""
         context = 0
@@ -252,20 +230,11 @@ class AscendraScheduler(AsyncScheduler):
                 prefilling.append(mirror)
         return len(decodes), context, tightest_gap(decodes, now), prefilling
 
-    def _in_flight(self) -> dict[str, int]:
-        """Per vLLM request id, the tokens of the steps scheduled but not yet done (async
-        scheduling keeps one ahead)."""
-        tokens: dict[str, int] = {}
-        for step in self._steps:
-            for rid, n in step.tokens.items():
-                tokens[rid] = tokens.get(rid, 0) + n
-        return tokens
-
     def projection(self) -> Projection | None:
         if self.perf_model is None:
             return None
-        return Projection(self.ascendra_policy, self.policy_config, self.perf_model, self.slowdown,
-                          self.pending_ttft.tightest(), self.step_slowdown)
+        return Projection(self.ascendra_policy, self.policy_config, self.perf_model, self.steps.slowdown,
+                          self.pending_ttft.tightest(), self.steps.step_slowdown)
 
     def _token_budget(self, now: float) -> int:
         """The policy's own budget rule (`prefill_rate`, what the router projects with), plus one
@@ -281,17 +250,7 @@ class AscendraScheduler(AsyncScheduler):
         result = super().update_from_output(scheduler_output, model_runner_output)
         now = time.time()
         t0 = time.perf_counter()
-        step = None
-        if scheduler_output.num_scheduled_tokens and self._steps:
-            step = self._steps.popleft()
-            # Steps run back to back: one ends when the output of the one before it was taken in.
-            elapsed = now - max(step.scheduled_at, self._last_end)
-            self._last_end = now
-            self.num_steps += 1
-            if step.predicted > 0 and elapsed > 0:
-                self.slowdown = learnt_slowdown(self.slowdown, elapsed, step.predicted)
-                self.step_slowdown = learnt_step_slowdown(self.step_slowdown, elapsed, step.predicted)
-                self.iterations.record(elapsed, step.predicted)
+        done = self.steps.done(now) if scheduler_output.num_scheduled_tokens else None
         for rid in scheduler_output.num_scheduled_tokens:
             req, mirror = self.requests.get(rid), self.mirrors.get(rid)
             if req is None or mirror is None:
@@ -301,15 +260,9 @@ class AscendraScheduler(AsyncScheduler):
                 mirror.token_times.append(now)  # what a mean TBT SLO counts its gaps from
                 self.mirrors.sync(req)
         self._report(now)
-        if step is not None and self._step_log is not None:
-            row = {"at": step.scheduled_at, "shape": asdict(step.shape), "seconds": elapsed,
-                   "waiting": step.num_waiting,
-                   "plugin_seconds": step.plugin_seconds + time.perf_counter() - t0,
-                   "vllm_schedule_seconds": step.vllm_schedule_seconds,
-                   # Why a budget was what it was: the slowdown learnt when it was sized.
-                   "budget": step.budget, "slowdown": step.slowdown}
-            self._step_log.write(json.dumps(row) + "\n")
-            self._step_log.flush()
+        if done is not None:
+            step, elapsed = done
+            self.steps.log(step, elapsed, step.plugin_seconds + time.perf_counter() - t0)
         return result
 
     # ---- what the router reads ---------------------------------------------------------------
@@ -317,14 +270,15 @@ class AscendraScheduler(AsyncScheduler):
     def _report(self, now: float) -> None:
         if self.link is None:
             return
-        decodes, context, min_tbt, prefilling = self._decode_state(now, self._in_flight())
+        decodes, context, min_tbt, prefilling = self._decode_state(now, self.steps.in_flight())
         q = self.waiting.queue  # waiting mirrors were synced when they joined the queue
         view = QueueView(q.as_list(), q.columns, prefilling, decodes, context, min_tbt, None)
         pending = int(q.columns[REMAINING].sum()) + sum(r.num_remaining_prefill for r in prefilling)
         num_blocks = self.kv_cache_config.num_blocks
         used = int(round(self.kv_cache_manager.usage * num_blocks))
-        snap = wire_snapshot(view, pending, len(self.running), used, num_blocks, 0, self.num_steps,
-                             self.pending_ttft.tightest(), self.slowdown, self.iterations, self.step_slowdown)
+        book = self.steps
+        snap = wire_snapshot(view, pending, len(self.running), used, num_blocks, 0, book.num_steps,
+                             self.pending_ttft.tightest(), book.slowdown, book.iterations, book.step_slowdown)
         awaits = awaits_offload_check(self.ascendra.await_offload_check, snap)
         number = self.link.send(m.Report(self.ascendra.index, 0, snap, received=self._received,
                                          stolen=self._stolen, refused=self._refused, awaits_check=awaits))
@@ -334,8 +288,7 @@ class AscendraScheduler(AsyncScheduler):
     def shutdown(self) -> None:
         if self.link is not None:
             self.link.close()
-        if self._step_log is not None:
-            self._step_log.close()
+        self.steps.close()
         super().shutdown()
 
 
