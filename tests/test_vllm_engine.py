@@ -146,11 +146,15 @@ def test_lp_engine_killed_under_load(server):
     import os
     import signal
 
+    from ascendra.server.protocol import SLO_MS_RANGE
+
     results: list = []
 
     def stream(i: int) -> None:
+        # No deadline to miss: four arrivals at once look like a burst to the router's arrival
+        # window, which would otherwise move them all to the idle HP engine before they start.
         body = {"model": MODEL, "prompt": f"Story number {i} about a dragon:", "max_tokens": 300,
-                "temperature": 0, "ignore_eos": True, "stream": True}
+                "temperature": 0, "ignore_eos": True, "stream": True, "ttft_slo_ms": SLO_MS_RANGE[1]}
         text, reason = "", None
         try:
             with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=300) as r:

@@ -116,19 +116,23 @@ class AscendraScheduler(AsyncScheduler):
             elif isinstance(msg, m.ChangeRole):
                 self._change_role(msg)
 
-    def _offload_check(self) -> None:
+    def _offload_check(self) -> float:
         """Before a step that could start a new arrival, let the router see it waiting and decide,
         as our LP workers do (`WorkerLoop._offload_check`): vLLM admits a waiting request within a
         step, and a started one cannot move, so without the wait the router's check after each
         step found the queue empty and a long prompt at risk started here. Its steals come before
-        its `Checked`; the wait is bounded, and idles nothing while a step is in flight."""
+        its `Checked`; the wait is bounded, and idles nothing while a step is in flight. Returns
+        the seconds of its own work (the report), the wait left out."""
         if self.link is None or not self.ascendra.await_offload_check:
-            return
+            return 0.0
+        t0 = time.perf_counter()
         if self._received:
             self._report(time.time())  # the arrivals since the last report, where they are queued
+        own = time.perf_counter() - t0
         if self._awaited:
             self.link.wait_checked(self._awaited, OFFLOAD_CHECK_WAIT_S)
             self._awaited = 0
+        return own
 
     def _change_role(self, msg: m.ChangeRole) -> None:
         """The router changed this engine's role (adaptive roles): the same requests go on under
@@ -159,7 +163,7 @@ class AscendraScheduler(AsyncScheduler):
     # ---- each step ---------------------------------------------------------------------------
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
-        self._offload_check()
+        check = self._offload_check()
         now = time.time()
         t0 = time.perf_counter()
         self._apply_router_messages()
@@ -183,7 +187,7 @@ class AscendraScheduler(AsyncScheduler):
         if shape.num_seqs:
             predicted = self.perf_model.predict(shape) if self.perf_model is not None else 0.0
             # Our own cost around vLLM's (the queue's order inside it is vLLM's loop's to pay).
-            own = (t1 - t0) + (time.perf_counter() - t2)
+            own = check + (t1 - t0) + (time.perf_counter() - t2)
             self.steps.scheduled(Step(now, shape, predicted, own, t2 - t1, len(self.waiting),
                                       self.max_num_scheduled_tokens, self.steps.step_slowdown,
                                       out.num_scheduled_tokens))
