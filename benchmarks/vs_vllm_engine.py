@@ -76,12 +76,12 @@ SYSTEM_ARGS = {"A": ["--hp-instances", "1", "--adaptive-roles"], "S": ["--hp-ins
                "P": ["--hp-instances", "0", "--ttft-slo-ms", DAY_MS, "--tbt-slo-ms", DAY_MS],
                "N": ["--hp-instances", "1", "--adaptive-roles", "--tbt-slo-ms", DAY_MS],
                "B": ["--system", "vllm"],
-               "K": ["--system", "vllm", "--max-num-seqs", "128", "--vllm-arg=--max-num-batched-tokens=128"],
-               "D": ["--hp-instances", "1", "--adaptive-roles", "--threads-per-instance", "2"],
-               "E": ["--system", "vllm", "--threads-per-instance", "2"]}
+               "K": ["--system", "vllm", "--max-num-seqs", "128", "--vllm-arg=--max-num-batched-tokens=128"]}
+TWO_THREADS = {"D": "A", "E": "B"}  # the system, and the one it is with one model thread per engine
+SYSTEM_ARGS |= {d: [*SYSTEM_ARGS[one], "--threads-per-instance", "2"] for d, one in TWO_THREADS.items()}
 # Two OpenMP threads per engine on two cores: a thread that waits at a barrier sleeps rather than
 # spins, or two busy engines' spinning threads take each other's cores.
-SYSTEM_ENV = {"D": {"OMP_WAIT_POLICY": "PASSIVE"}, "E": {"OMP_WAIT_POLICY": "PASSIVE"}}
+SYSTEM_ENV = {d: {"OMP_WAIT_POLICY": "PASSIVE"} for d in TWO_THREADS}
 
 
 def engine_ports(system: str) -> tuple[int, ...]:

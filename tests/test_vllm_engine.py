@@ -169,13 +169,13 @@ def test_lp_engine_killed_under_load(server):
             reason = f"client: {e}"
         results.append((reason, text))
 
+    def lp_running() -> bool:
+        return _engine_metric(server.engines[0], "vllm:num_requests_running") > 0
+
     threads: list[threading.Thread] = []
     # The router sends each arrival where its first token comes soonest by each engine's learnt
     # speed, so an LP engine that has just stalled may get none of a few; each further stream
     # loads the HP engine until one goes to the LP engine.
-    def lp_running() -> bool:
-        return _engine_metric(server.engines[0], "vllm:num_requests_running") > 0
-
     for i in range(12):
         threads.append(threading.Thread(target=stream, args=(i,)))
         threads[-1].start()
