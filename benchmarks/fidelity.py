@@ -71,7 +71,7 @@ def main() -> None:
     perf = prof.perf_model
     dec = isolated_decode_time(perf, 256)
     setup = Setup(prof_path, SLO(args.ttft_slo or 10 * dec, args.tbt_slo or 5 * dec),
-                  token_budget=args.token_budget, engine=args.engine)
+                  token_budget=args.token_budget, engine=args.engine, step_logs=out / "engines")
     items = make_workload(args.workload, rate=args.rate, num_requests=args.num_requests, seed=args.seed,
                           arrival=args.arrival, cv=args.cv, max_model_len=prof.capacity.max_model_len)
     systems = [s for s in args.systems.split(",") if s]
@@ -82,6 +82,8 @@ def main() -> None:
         # seen; calibrated on this run: its scheduling fidelity alone.
         others = [lives[o].calibration for o in systems if o != system]
         columns = {"ahead of time": run_sim(system, items, setup, prof)}
+        if live.at_engine is not None:  # the tokens' times where the engine made them
+            columns["live, at the engine"] = live.at_engine
         if others:
             columns["other runs' calibration"] = run_sim_calibrated(
                 system, items, setup, prof, Calibration.pooled(others))
@@ -92,6 +94,9 @@ def main() -> None:
         for col, side in columns.items():
             cdfs[f"{system} sim, {col}"] = side.ttfts
             figures[system][col] = side.summary.as_dict() | side.counts
+        if live.at_engine is not None:
+            print(f"{system}: {live.at_engine.counts['untraced']:.0f} requests not traced to the engines' "
+                  f"steps (left out of 'live, at the engine')", flush=True)
         c = live.counts
         print(f"{system}: live iterations ran {c['slowdown']:.3f}x the profile's prediction (spread "
               f"{c['spread']:.3f}, lag-1 correlation {c['spread_correlation']:.2f}; the profile's spread "

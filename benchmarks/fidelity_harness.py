@@ -19,10 +19,11 @@ from pathlib import Path
 
 import httpx
 
-from ascendra.bench.client import ClientOptions
+from ascendra.bench.client import ClientOptions, RequestResult
 from ascendra.bench.prompts import PromptBuilder
 from ascendra.bench.report import to_record
 from ascendra.bench.runner import RunOptions, build_requests, run_requests
+from ascendra.bench.step_trace import at_the_engine, engine_token_times
 from ascendra.cluster.system import SystemConfig
 from ascendra.core.iteration_stats import (
     BAND_EDGES,
@@ -61,6 +62,7 @@ class Setup:
     model: str = "default"
     engine: str = "ascendra"  # or "vllm": the live side runs vLLM engines with our scheduler plugin
     vllm_first_port: int = 8400
+    step_logs: Path | None = None  # vLLM engines: where their step logs go, one folder per system
 
     def num_hp(self, system: str) -> int:
         return 1 if system in ASCENDRA_SPLITS and self.instances > 1 else 0  # lp-only: none
@@ -88,6 +90,7 @@ class Side:
     ttfts: list[float]
     counts: dict[str, float] = field(default_factory=dict)
     calibration: Calibration | None = None  # live: how its iterations ran against the profile
+    at_engine: Side | None = None  # live on vLLM engines: the same requests, tokens timed at the engine
 
 
 @dataclass
@@ -144,6 +147,8 @@ def serve_args(system: str, setup: Setup) -> list[str]:
         args += ["--migration", modes["kv_link"]]
     if setup.engine == "vllm":  # the engines' KV is their own (1 GiB each); the door reads --num-blocks
         args += ["--engine", "vllm", "--vllm-first-port", str(setup.vllm_first_port)]
+        if setup.step_logs is not None:
+            args += ["--vllm-log-dir", str(setup.step_logs / system)]
     return args
 
 
@@ -172,7 +177,10 @@ def run_live(system: str, items: Sequence[WorkItem], setup: Setup) -> Side:
         model = httpx.get(f"{srv.url}/v1/models", timeout=10).json()["data"][0]["id"]
         reqs = build_requests(list(items), PromptBuilder.token_ids(), seed=0, chat=False)
         opts = ClientOptions(base_url=f"{srv.url}/v1", model=model, timeout=600.0)
-        results, _ = asyncio.run(run_requests(reqs, opts, RunOptions(progress=False, max_duration=900.0)))
+        wall = time.time() - time.perf_counter()
+        run = RunOptions(progress=False, max_duration=900.0)
+        results, duration = asyncio.run(run_requests(reqs, opts, run))
+        wall_t0 = wall + time.perf_counter() - duration  # the client's zero on the engines' clock
         text = httpx.get(f"{srv.url}/metrics", timeout=10).text
     records = [to_record(r, setup.slo.ttft, setup.slo.tbt) for r in results]
     busy = metric(text, "ascendra_instance_busy_seconds")
@@ -201,7 +209,21 @@ def run_live(system: str, items: Sequence[WorkItem], setup: Setup) -> Side:
     }
     cal = Calibration.from_metrics(text, counts["gap"], counts["spread_correlation"])
     counts["spread"] = Moments.pooled(cal.bands).sd  # how single iterations scattered around it
-    return Side(summarize(records), [r.ttft for r in records if r.ttft is not None], counts, cal)
+    live = Side(summarize(records), [r.ttft for r in records if r.ttft is not None], counts, cal)
+    if setup.engine == "vllm" and setup.step_logs is not None:
+        live.at_engine = traced_side(results, setup, system, wall_t0, counts)
+    return live
+
+
+def traced_side(results: Sequence[RequestResult], setup: Setup, system: str, wall_t0: float,
+                counts: dict[str, float]) -> Side:
+    """The live run as the engines made its tokens (`step_trace`), before vLLM's API server, our
+    door and the client: what the simulator models."""
+    made = engine_token_times(sorted((setup.step_logs / system).glob("steps-*.jsonl")))
+    traced, untraced = at_the_engine(results, made, wall_t0)
+    records = [to_record(r, setup.slo.ttft, setup.slo.tbt) for r in traced]
+    return Side(summarize(records), [r.ttft for r in records if r.ttft is not None],
+                counts | {"untraced": untraced})
 
 
 def run_sim(

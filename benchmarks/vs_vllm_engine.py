@@ -149,6 +149,7 @@ def start(system: str, a: argparse.Namespace, model: Path, out: Path) -> Server:
             *([] if a.server_tbt_per_gap else ["--tbt-slo-mean"]),
             "--log-level",
             "warning",
+            *(["--profile", a.profile] if a.profile else []),
             *system_args,  # last: a system's own SLOs (P) override the shared ones
         ]
     return _launch(system, cmd, port, out, env)
@@ -252,6 +253,10 @@ def main() -> None:
                     help="weights and activations of every system's engines; float32 makes exact bfloat16 "
                     "logit ties, which --greedy can meet, rare (default: %(default)s)")
     ap.add_argument("--out", default="out/vs_vllm_engine")
+    ap.add_argument("--profile", default=None,
+                    help="our systems' performance profile of the engines (default: the shipped vLLM-CPU "
+                    "one); fit one on this host with `ascendra profile --from-steps` from a run's "
+                    "engines_*/steps-*.jsonl")
     ap.add_argument("--plugin-cost", type=int, default=0,
                     help="after the runs, send this many requests at once to A's LP engine and report the "
                     "plugin's own cost per step with 256 or more waiting (default: skip)")

@@ -139,6 +139,31 @@ def test_the_plugin_reports_every_step(server):
     assert [w["alive"] for w in health["instances"]] == [True, True]
 
 
+def test_each_token_a_client_saw_traces_to_the_step_that_made_it(server):
+    """The step log names each step's requests (by the router's id, which is the answer's id), so
+    every token a client received has an engine step that made it, ended before it arrived."""
+    import time
+
+    from ascendra.bench.step_trace import engine_token_times
+
+    body = {"model": MODEL, "prompt": "Count to ten:", "max_tokens": 8, "temperature": 0,
+            "ignore_eos": True, "stream": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+    rid, arrived = None, []  # arrived[k]: when the client had k + 1 tokens
+    with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=120) as r:
+        for line in r.iter_lines():
+            now = time.time()
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            rid = chunk["id"]
+            if chunk.get("choices") and chunk.get("usage"):
+                arrived += [now] * (chunk["usage"]["completion_tokens"] - len(arrived))
+    made = engine_token_times(sorted(server.log_dir.glob("steps-*.jsonl")))[rid]
+    assert len(made) == len(arrived) == 8
+    assert all(m <= a for m, a in zip(made, arrived, strict=True))
+
+
 def test_lp_engine_killed_under_load(server):
     """Streams on the killed engine end with a reason (or start over elsewhere if they had shown
     nothing), the HP engine keeps serving, and the supervisor starts the LP engine again. Last in

@@ -50,6 +50,7 @@ class RequestResult:
     prompt_tokens: int | None = None  # the server's usage figures, when it sent them
     completion_tokens: int | None = None
     per_chunk_usage: bool = False  # token counts came from per-chunk usage (exact)
+    response_id: str | None = None  # the answer's `id` (our server's: the router's request id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,8 @@ class _Counter:
             err = obj["error"]
             self.r.error = str(err.get("message", err) if isinstance(err, dict) else err)
             return
+        if self.r.response_id is None and isinstance(obj.get("id"), str):
+            self.r.response_id = obj["id"]
         choices = obj.get("choices") or []
         usage = obj.get("usage") or None
         if usage is not None:

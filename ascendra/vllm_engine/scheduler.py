@@ -177,6 +177,7 @@ class AscendraScheduler(AsyncScheduler):
             self.running.extend(held)  # last: the first to be preempted, the last served
         t2 = time.perf_counter()
         shape = BatchShape()
+        logged = [] if self.steps.logging else None
         for rid, n in out.num_scheduled_tokens.items():
             req = self.requests[rid]
             before = req.num_computed_tokens - n  # vLLM advances it when it schedules
@@ -184,13 +185,15 @@ class AscendraScheduler(AsyncScheduler):
             mirror = self.mirrors.get(rid)
             if mirror is not None:
                 mirror.started = True
+            if logged is not None:
+                logged.append((mirror.request_id if mirror else rid, before, n, req.num_prompt_tokens))
         if shape.num_seqs:
             predicted = self.perf_model.predict(shape) if self.perf_model is not None else 0.0
             # Our own cost around vLLM's (the queue's order inside it is vLLM's loop's to pay).
             own = check + (t1 - t0) + (time.perf_counter() - t2)
             self.steps.scheduled(Step(now, shape, predicted, own, t2 - t1, len(self.waiting),
                                       self.max_num_scheduled_tokens, self.steps.step_slowdown,
-                                      out.num_scheduled_tokens))
+                                      out.num_scheduled_tokens, logged))
         return out
 
     def _hold_back_prompts(self) -> list[VLLMRequest]:
@@ -266,7 +269,7 @@ class AscendraScheduler(AsyncScheduler):
         self._report(now)
         if done is not None:
             step, elapsed = done
-            self.steps.log(step, elapsed, step.plugin_seconds + time.perf_counter() - t0)
+            self.steps.log(step, now, elapsed, step.plugin_seconds + time.perf_counter() - t0)
         return result
 
     # ---- what the router reads ---------------------------------------------------------------

@@ -26,6 +26,9 @@ class Step:
     budget: int  # the step's token budget (the policy's, or vLLM's own for the stock scheduler)
     slowdown: float  # the typical iteration's learnt slowdown that budget was sized with
     tokens: dict[str, int]  # vLLM's request id -> tokens this step computes (vLLM's own dict)
+    # For the step log only: (router's id, tokens computed before, tokens now, prompt tokens) per
+    # request, so that each token a client received can be traced to the step that made it.
+    requests: list[tuple[str, int, int, int]] | None = None
 
 
 class StepBook:
@@ -37,6 +40,10 @@ class StepBook:
         self._in_flight: deque[Step] = deque()
         self._last_end = 0.0
         self._log = open(step_log, "a") if step_log else None  # noqa: SIM115 - the engine's lifetime
+
+    @property
+    def logging(self) -> bool:
+        return self._log is not None
 
     def scheduled(self, step: Step) -> None:
         self._in_flight.append(step)
@@ -65,14 +72,14 @@ class StepBook:
             self.iterations.record(elapsed, step.predicted)
         return step, elapsed
 
-    def log(self, step: Step, elapsed: float, plugin_seconds: float) -> None:
+    def log(self, step: Step, end: float, elapsed: float, plugin_seconds: float) -> None:
         if self._log is None:
             return
-        row = {"at": step.scheduled_at, "shape": asdict(step.shape), "seconds": elapsed,
+        row = {"at": step.scheduled_at, "end": end, "shape": asdict(step.shape), "seconds": elapsed,
                "waiting": step.num_waiting, "plugin_seconds": plugin_seconds,
                "vllm_schedule_seconds": step.vllm_schedule_seconds,
                # Why a budget was what it was: the slowdown learnt when it was sized.
-               "budget": step.budget, "slowdown": step.slowdown}
+               "budget": step.budget, "slowdown": step.slowdown, "requests": step.requests}
         self._log.write(json.dumps(row) + "\n")
         self._log.flush()
 
