@@ -90,7 +90,9 @@ class AscendraScheduler(AsyncScheduler):
     def add_request(self, request: VLLMRequest) -> None:
         mirror = self.mirrors.add(request)
         self.pending_ttft.add(mirror.slo.ttft)
-        self._received.append((mirror.request_id, time.time()))
+        now = time.time()
+        self._received.append((mirror.request_id, now))
+        self.steps.received(mirror.request_id, mirror.arrival_time, now)
         super().add_request(request)
 
     def _free_request(self, request: VLLMRequest, *args, **kwargs):

@@ -40,10 +40,17 @@ class StepBook:
         self._in_flight: deque[Step] = deque()
         self._last_end = 0.0
         self._log = open(step_log, "a") if step_log else None  # noqa: SIM115 - the engine's lifetime
+        self._received: list[tuple[str, float, float]] = []  # for the log: since the last row
 
     @property
     def logging(self) -> bool:
         return self._log is not None
+
+    def received(self, request_id: str, at_door: float, at_engine: float) -> None:
+        """A request reached the scheduler: the log's next row says when, beside when our door
+        took it in, so that a wait before the engine shows apart from one in its queue."""
+        if self._log is not None:
+            self._received.append((request_id, at_door, at_engine))
 
     def scheduled(self, step: Step) -> None:
         self._in_flight.append(step)
@@ -79,7 +86,9 @@ class StepBook:
                "waiting": step.num_waiting, "plugin_seconds": plugin_seconds,
                "vllm_schedule_seconds": step.vllm_schedule_seconds,
                # Why a budget was what it was: the slowdown learnt when it was sized.
-               "budget": step.budget, "slowdown": step.slowdown, "requests": step.requests}
+               "budget": step.budget, "slowdown": step.slowdown, "requests": step.requests,
+               "received": self._received}
+        self._received = []
         self._log.write(json.dumps(row) + "\n")
         self._log.flush()
 
