@@ -159,9 +159,14 @@ def test_each_token_a_client_saw_traces_to_the_step_that_made_it(server):
             rid = chunk["id"]
             if chunk.get("choices") and chunk.get("usage"):
                 arrived += [now] * (chunk["usage"]["completion_tokens"] - len(arrived))
-    made = engine_token_times(sorted(server.log_dir.glob("steps-*.jsonl")))[rid]
+    logs = sorted(server.log_dir.glob("steps-*.jsonl"))
+    made = engine_token_times(logs)[rid]
     assert len(made) == len(arrived) == 8
     assert all(m <= a for m, a in zip(made, arrived, strict=True))
+    # And when it reached our door and then the engine's scheduler, before its first token.
+    rows = [json.loads(line) for p in logs for line in p.read_text().splitlines()]
+    [(at_door, at_engine)] = [(d, e) for row in rows for i, d, e in row["received"] if i == rid]
+    assert at_door <= at_engine <= made[0]
 
 
 def test_lp_engine_killed_under_load(server):
