@@ -43,10 +43,10 @@ def test_started_engines_project_with_the_profile_of_their_cpu(has_amx):
 
     args, info = argparse.Namespace(engine="vllm", vllm_url=[], device="cpu"), load_model_info("default")
     name = serve_vllm.default_profile(args, info, has_amx=has_amx)
-    assert name == (serve_vllm.VLLM_CPU_AMX_PROFILE if has_amx else serve_vllm.VLLM_CPU_PROFILE)
+    assert name == ("vllm-cpu-amx-smollm2" if has_amx else serve_vllm.VLLM_CPU_PROFILE)
     prompt = BatchShape.of([(0, 400)])
     amx, other = (load_profile(n).perf_model.predict(prompt)
-                  for n in (serve_vllm.VLLM_CPU_AMX_PROFILE, serve_vllm.VLLM_CPU_PROFILE))
+                  for n in ("vllm-cpu-amx-smollm2", "vllm-cpu-smollm2"))
     assert amx < other / 2
     args.vllm_url = ["lp=http://10.0.0.5:8000"]  # engines elsewhere: hardware we have not measured
     assert serve_vllm.default_profile(args, info, has_amx=has_amx) is None

