@@ -19,7 +19,7 @@ from ascendra.engine.instance import DetokenizerFactory, Instance
 from ascendra.model.config import ModelConfig
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-CPU_PROFILE = "cpu-smollm2"  # fitted for the default model on CPU
+CPU_PROFILE = "cpu-smollm2"  # fitted for the default model on CPU (`for_this_cpu`: its AMX variant)
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 # Rough single-thread CPU cost of SmolLM2-135M (float32), fitted by least squares on 40 timed
 # iterations of this engine on the 2-core shared VM (fit MAPE ~29% under contention). Used only when
@@ -156,12 +156,13 @@ def resolve_perf_model(profile: str | None, info: ModelInfo, device: str = "cpu"
     the given profile (a path or a shipped name); else the shipped CPU profile for the default model on
     CPU; else a rough
     built-in CPU estimate scaled by parameter count (said so in the returned description)."""
-    from ascendra.profiles import load_profile, shipped_profiles
+    from ascendra.profiles import for_this_cpu, load_profile, shipped_profiles
 
     if profile:
         return load_profile(profile).perf_model, f"profile {profile}"
     if device == "cpu" and info.name == DEFAULT_MODEL_NAME and CPU_PROFILE in shipped_profiles():
-        return load_profile(CPU_PROFILE).perf_model, f"shipped profile {CPU_PROFILE}"
+        name = for_this_cpu(CPU_PROFILE)
+        return load_profile(name).perf_model, f"shipped profile {name}"
     scale = max(info.config.num_params, 1) / ROUGH_CPU_PARAMS
     coef = list(ROUGH_CPU_COEF)
     for j in (1, 2, 5):  # per-token and per-sequence work grows with the weights
