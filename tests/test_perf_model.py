@@ -13,7 +13,7 @@ import pytest
 from ascendra.core.batch import BatchShape
 from ascendra.core.config import KVCapacity
 from ascendra.core.perf_model import PerfModel, feature_names, isolated_decode_time, isolated_prefill_time
-from ascendra.profiles import Profile, load_profile, shipped_profiles
+from ascendra.profiles import Profile, for_this_cpu, load_profile, shipped_profiles
 from ascendra.profiles.fit import CPU_KNEES, fit_perf_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,3 +207,17 @@ def test_fit_with_cpu_knees_follows_a_blas_step_that_one_knee_cannot():
         shape = BatchShape.of(decodes=[255] * b)
         truth = linear_layers(b) + 2e-5 * shape.decode_context
         assert multi.predict(shape) == pytest.approx(truth, rel=0.03)
+
+
+@pytest.mark.parametrize("name", ["cpu-smollm2", "vllm-cpu-smollm2"])
+def test_a_cpu_with_amx_gets_the_amx_variant_of_a_shipped_cpu_profile(name: str) -> None:
+    """Fitted without AMX, a CPU profile overestimated prompt chunks 2-6x on a CPU with it."""
+    amx = for_this_cpu(name, has_amx=True)
+    assert amx == name.replace("cpu-", "cpu-amx-") and amx in shipped_profiles()
+    assert for_this_cpu(name, has_amx=False) == name
+    chunk = BatchShape.of([(0, 512)])
+    assert load_profile(amx).perf_model.predict(chunk) < load_profile(name).perf_model.predict(chunk) / 2
+
+
+def test_a_profile_without_an_amx_variant_is_kept() -> None:
+    assert for_this_cpu("a100-llama-3-8b", has_amx=True) == "a100-llama-3-8b"

@@ -32,21 +32,15 @@ def test_a_short_or_malformed_key_is_refused(key):
 
 @pytest.mark.parametrize("has_amx", [False, True])
 def test_started_engines_project_with_the_profile_of_their_cpu(has_amx):
-    """A CPU with AMX tiles runs vLLM's prompts about 3x faster than the profile fitted without
-    them says: each has its shipped profile, and it is the one that predicts prompts faster."""
+    """Engines `--engine vllm` starts here get the vLLM-CPU profile of this CPU's kind (`for_this_cpu`);
+    engines elsewhere, none."""
     import argparse
 
     from ascendra.cli import serve_vllm
-    from ascendra.core.batch import BatchShape
     from ascendra.engine.factory import load_model_info
-    from ascendra.profiles import load_profile
 
     args, info = argparse.Namespace(engine="vllm", vllm_url=[], device="cpu"), load_model_info("default")
     name = serve_vllm.default_profile(args, info, has_amx=has_amx)
     assert name == ("vllm-cpu-amx-smollm2" if has_amx else serve_vllm.VLLM_CPU_PROFILE)
-    prompt = BatchShape.of([(0, 400)])
-    amx, other = (load_profile(n).perf_model.predict(prompt)
-                  for n in ("vllm-cpu-amx-smollm2", "vllm-cpu-smollm2"))
-    assert amx < other / 2
     args.vllm_url = ["lp=http://10.0.0.5:8000"]  # engines elsewhere: hardware we have not measured
     assert serve_vllm.default_profile(args, info, has_amx=has_amx) is None
