@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ascendra.core.perf_model import isolated_prefill_time
-from ascendra.profiles import load_profile
+from ascendra.profiles import for_this_cpu, load_profile
 
 RUN = re.compile(r"^(?P<system>[A-Z])_r(?P<rate>[0-9.]+)_(?P<repeat>\d+)\.json$")
 
@@ -39,9 +39,11 @@ def runs(folder: Path) -> dict[tuple[float, int], dict[str, dict]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", type=Path, help="vs_vllm_engine.py --out folders")
-    ap.add_argument("--profile", default="vllm-cpu-smollm2", help="a path or a shipped name")
+    ap.add_argument("--profile", default=None,
+                    help="a path or a shipped name (default: the vLLM-CPU one of this CPU's kind)")
     ap.add_argument("--ttft-slo-ms", type=float, default=2500)
     a = ap.parse_args()
+    a.profile = a.profile or for_this_cpu("vllm-cpu-smollm2")
     perf = load_profile(a.profile).perf_model
     slo = a.ttft_slo_ms / 1000
     print("| run | rate | A goodput | best of B, C | A / best | out of A's reach | A's ceiling "

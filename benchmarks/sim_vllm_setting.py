@@ -29,6 +29,7 @@ from ascendra.cluster.system import SystemConfig  # noqa: E402
 from ascendra.core.perf_model import PerfModel  # noqa: E402
 from ascendra.core.request import SLO  # noqa: E402
 from ascendra.metrics import format_table  # noqa: E402
+from ascendra.profiles import for_this_cpu  # noqa: E402
 from ascendra.runtime.experiment import Scenario  # noqa: E402
 
 
@@ -50,8 +51,8 @@ class FixedSLO:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="vllm-cpu-smollm2",
-                    help="a path or a shipped name (default: %(default)s)")
+    ap.add_argument("--profile", default=None,
+                    help="a path or a shipped name (default: the vLLM-CPU one of this CPU's kind)")
     ap.add_argument("--rates", default="1,2,3,4")
     ap.add_argument("--num-requests", type=int, default=600)
     ap.add_argument("--seeds", type=int, default=3)
@@ -65,6 +66,7 @@ def main() -> None:
     ap.add_argument("--length-scale", type=float, default=4.0)
     ap.add_argument("--vllm-budget", type=int, default=2048, help="vLLM's max_num_batched_tokens")
     a = ap.parse_args()
+    a.profile = a.profile or for_this_cpu("vllm-cpu-smollm2")
     sc = Scenario(profile=a.profile, workload=f"{a.workload}/{a.length_scale:g}",
                   slo=FixedSLO(a.ttft_slo_ms / 1e3, a.tbt_slo_ms / 1e3, a.tbt_mean),
                   num_requests=a.num_requests)

@@ -12,12 +12,12 @@ median raw throughput of each system. An idle server waits on its socket and tak
     python3 benchmarks/vs_vllm.py                       # both systems, both modes, rates 0.5, 1, 2
     python3 benchmarks/vs_vllm.py --systems vllm --modes raw
 
-Ascendra runs on its default dtype ("auto": bfloat16 on this CPU) with the shipped CPU profile
-(`--profile`), which the export's folder name would otherwise not select, and iterations capped at
---ascendra-token-budget tokens (0: uncapped). On this shared 2-core machine, contention slows
-prompt-heavy iterations (1.5x the profile) more than decode-heavy ones (1.1x); the schedulers' one
-learnt slowdown follows the many small iterations, so uncapped LP iterations sized to the TBT SLO
-overran it (docs/benchmarks.md section 7).
+Ascendra runs on its default dtype ("auto": bfloat16 on this CPU) with the shipped CPU profile of
+this CPU's kind (`--profile`), which the export's folder name would otherwise not select, and
+iterations capped at --ascendra-token-budget tokens (0: uncapped). On this shared 2-core machine,
+contention slows prompt-heavy iterations (1.5x the profile) more than decode-heavy ones (1.1x); the
+schedulers' one learnt slowdown follows the many small iterations, so uncapped LP iterations sized to
+the TBT SLO overran it (docs/benchmarks.md section 7).
 
 Results (bench JSON per run, server logs, the table as markdown) go to --out. On a 2-core machine shared
 with other jobs the absolute figures move with the load; the 1-minute load average is printed per run.
@@ -46,6 +46,7 @@ from vllm_env import ensure_vllm_venv, vllm_env  # noqa: E402
 
 from ascendra.bench.report import BenchReport, compare_table  # noqa: E402
 from ascendra.cli import main as ascendra_main  # noqa: E402
+from ascendra.profiles import for_this_cpu  # noqa: E402
 
 SERVED_NAME = "smollm2"
 
@@ -177,7 +178,8 @@ def main() -> int:
     ap.add_argument("--raw-repeats", type=int, default=3, help="raw runs per system (median reported)")
     ap.add_argument("--one-at-a-time", action="store_true", help="one server up at a time (the old flow)")
     ap.add_argument("--instances", type=int, default=2, help="Ascendra instances (1 HP + the rest LP)")
-    ap.add_argument("--profile", default="cpu-smollm2", help="Ascendra's performance profile")
+    ap.add_argument("--profile", default=None,
+                    help="Ascendra's performance profile (default: the shipped one of this CPU's kind)")
     ap.add_argument("--ascendra-token-budget", type=int, default=64,
                     help="Ascendra's cap on tokens per iteration (0: none)")
     # vLLM's OMP workers spin-wait: with 2 threads on 2 cores shared with other jobs it ran 4-8x slower
@@ -188,6 +190,7 @@ def main() -> int:
     ap.add_argument("--ascendra-port", type=int, default=8200)
     ap.add_argument("--ready-timeout", type=float, default=600.0)
     a = ap.parse_args()
+    a.profile = a.profile or for_this_cpu("cpu-smollm2")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     model_dir = export(Path(a.model_dir))
