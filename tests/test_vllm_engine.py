@@ -145,6 +145,7 @@ def test_each_token_a_client_saw_traces_to_the_step_that_made_it(server):
     import time
 
     from ascendra.bench.step_trace import engine_token_times
+    from ascendra.profiles.steps import step_rows
 
     body = {"model": MODEL, "prompt": "Count to ten:", "max_tokens": 8, "temperature": 0,
             "ignore_eos": True, "stream": True,
@@ -164,8 +165,7 @@ def test_each_token_a_client_saw_traces_to_the_step_that_made_it(server):
     assert len(made) == len(arrived) == 8
     assert all(m <= a for m, a in zip(made, arrived, strict=True))
     # And when it reached our door and then the engine's scheduler, before its first token.
-    rows = [json.loads(line) for p in logs for line in p.read_text().splitlines()]
-    [(at_door, at_engine)] = [(d, e) for row in rows for i, d, e in row["received"] if i == rid]
+    [(at_door, at_engine)] = [(d, e) for row in step_rows(logs) for i, d, e in row["received"] if i == rid]
     assert at_door <= at_engine <= made[0]
 
 

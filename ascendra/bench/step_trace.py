@@ -10,23 +10,21 @@ our door and the client, on the same cores. The simulator models the engine, not
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from ascendra.bench.client import RequestResult
+from ascendra.profiles.steps import step_rows
 
 
 def engine_token_times(paths: Iterable[Path]) -> dict[str, list[float]]:
     """Router request id -> the wall-clock ends of the steps that made its tokens, in order."""
     made: dict[str, list[float]] = {}
-    for path in paths:
-        for line in path.read_text().splitlines():
-            row = json.loads(line) if line.strip() else {}
-            for rid, before, n, prompt in row.get("requests") or ():
-                if before + n >= prompt:
-                    made.setdefault(rid, []).append(row["end"])
+    for row in step_rows(paths):
+        for rid, before, n, prompt in row.get("requests") or ():
+            if before + n >= prompt:
+                made.setdefault(rid, []).append(row["end"])
     return {rid: sorted(times) for rid, times in made.items()}
 
 

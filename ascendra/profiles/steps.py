@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ascendra.core.batch import BatchShape
@@ -22,16 +22,20 @@ from ascendra.profiles.fit import fit_device_profile
 OUTLIER_FACTOR = 5.0
 
 
-def read_steps(paths: Iterable[str | Path]) -> tuple[list[BatchShape], list[float]]:
-    shapes, seconds = [], []
+def step_rows(paths: Iterable[str | Path]) -> Iterator[dict]:
+    """Each step the plugin logged, as its JSON row, file by file (the one reader of the log)."""
     for path in paths:
         for line in Path(path).read_text().splitlines():
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if row["seconds"] > 0:
-                shapes.append(BatchShape(**row["shape"]))
-                seconds.append(float(row["seconds"]))
+            if line.strip():
+                yield json.loads(line)
+
+
+def read_steps(paths: Iterable[str | Path]) -> tuple[list[BatchShape], list[float]]:
+    shapes, seconds = [], []
+    for row in step_rows(paths):
+        if row["seconds"] > 0:
+            shapes.append(BatchShape(**row["shape"]))
+            seconds.append(float(row["seconds"]))
     return shapes, seconds
 
 
